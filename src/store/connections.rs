@@ -1,0 +1,98 @@
+//! Calendar connections: one row per (user, Google calendar).
+//!
+//! A connection is created or re-authorised by `connect` and deactivated by
+//! `disconnect`; it is never deleted by the worker (deleting the user cascades),
+//! so the links of its appointments survive a disconnect and a later connect
+//! of the same calendar picks them up again instead of importing twice.
+
+use sqlx::PgPool;
+
+use super::StoreError;
+use crate::ids::{CalendarId, ConnectionId, UserId};
+
+/// What `connect` asks for.
+#[derive(Debug)]
+pub struct NewConnection<'a> {
+    pub user: UserId,
+    pub calendar: &'a CalendarId,
+    /// `--region`; `None` keeps an existing connection's region, or gives a
+    /// new one `default_region`.
+    pub region: Option<&'a str>,
+    pub default_region: &'a str,
+    pub push_target: bool,
+    pub refresh_token_enc: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectOutcome {
+    pub id: ConnectionId,
+    /// False when an existing (user, calendar) was re-authorised.
+    pub created: bool,
+}
+
+/// Registers a connection, or replaces the refresh token of an existing one and
+/// clears its needs-reauth and calendar-gone marks. All in one transaction, with
+/// the user's row locked so concurrent connects of one user serialise (one push
+/// target per user).
+pub async fn connect(pool: &PgPool, new: NewConnection<'_>) -> Result<ConnectOutcome, StoreError> {
+    let mut tx = pool.begin().await?;
+    let user_exists =
+        sqlx::query_scalar::<_, i64>("SELECT id FROM public.users WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(new.user)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+    if !user_exists {
+        return Err(StoreError::UnknownUser(new.user));
+    }
+    if new.push_target {
+        sqlx::query(
+            "UPDATE plansync.connections SET push_target = FALSE, updated_at = now() \
+             WHERE user_id = $1 AND calendar_id <> $2 AND push_target",
+        )
+        .bind(new.user)
+        .bind(new.calendar)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let (id, created): (ConnectionId, bool) = sqlx::query_as(
+        "INSERT INTO plansync.connections \
+             (user_id, calendar_id, region, push_target, refresh_token_enc) \
+         VALUES ($1, $2, COALESCE($3, $4), $5, $6) \
+         ON CONFLICT (user_id, calendar_id) DO UPDATE SET \
+             refresh_token_enc = EXCLUDED.refresh_token_enc, \
+             region = COALESCE($3, plansync.connections.region), \
+             push_target = plansync.connections.push_target OR EXCLUDED.push_target, \
+             active = TRUE, needs_reauth = FALSE, calendar_gone = FALSE, last_error = NULL, \
+             updated_at = now() \
+         RETURNING id, (xmax = 0) AS created",
+    )
+    .bind(new.user)
+    .bind(new.calendar)
+    .bind(new.region)
+    .bind(new.default_region)
+    .bind(new.push_target)
+    .bind(&new.refresh_token_enc)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(ConnectOutcome { id, created })
+}
+
+/// Stops syncing a connection and forgets its tokens. Its links stay, inactive
+/// with it. Disconnecting twice is not an error.
+pub async fn disconnect(pool: &PgPool, id: ConnectionId) -> Result<(), StoreError> {
+    let updated = sqlx::query(
+        "UPDATE plansync.connections SET active = FALSE, refresh_token_enc = NULL, \
+             sync_token = NULL, sync_token_at = NULL, updated_at = now() \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        return Err(StoreError::UnknownConnection(id));
+    }
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! All SQL lives here; no other module writes a statement.
+//!
+//! The worker's own tables live in the `plansync` schema and every statement
+//! names its schema explicitly, so the host's `search_path` never matters.
+//! [`StoreError`] tells a caller what to do next: `Unavailable` is worth a
+//! retry, everything else is final for the operation that got it.
+
+pub mod connections;
+pub mod migrate;
+pub mod status;
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+use crate::config::DatabaseSettings;
+use crate::ids::{ConnectionId, UserId};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The server could not be reached or the connection broke: retry later.
+    #[error("the database is unreachable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("the plansync schema is missing in this database: run `plansync migrate` first")]
+    NotMigrated,
+    #[error("user {0} does not exist")]
+    UnknownUser(UserId),
+    #[error("connection {0} does not exist")]
+    UnknownConnection(ConnectionId),
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_) => StoreError::Unavailable(err),
+            // 3F000 invalid_schema_name, 42P01 undefined_table: not migrated.
+            sqlx::Error::Database(db)
+                if matches!(db.code().as_deref(), Some("3F000") | Some("42P01"))
+                    && db.message().contains("plansync") =>
+            {
+                StoreError::NotMigrated
+            }
+            sqlx::Error::Database(db)
+                if matches!(db.code().as_deref(), Some("57P01") | Some("57P03")) =>
+            {
+                StoreError::Unavailable(err)
+            }
+            _ => StoreError::Database(err),
+        }
+    }
+}
+
+pub fn connect_options(settings: &DatabaseSettings) -> Result<PgConnectOptions, StoreError> {
+    settings
+        .url
+        .expose_secret()
+        .parse::<PgConnectOptions>()
+        .map(|o| o.application_name("plansync"))
+        .map_err(StoreError::Database)
+}
+
+/// A pool of at most `max_connections`; failing fast when the server is down
+/// rather than hanging a CLI command.
+pub async fn connect(
+    settings: &DatabaseSettings,
+    max_connections: u32,
+) -> Result<PgPool, StoreError> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(connect_options(settings)?)
+        .await
+        .map_err(StoreError::from)
+}

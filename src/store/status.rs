@@ -1,0 +1,31 @@
+//! The reads behind `plansync status`.
+
+use sqlx::PgPool;
+
+use super::StoreError;
+use crate::ids::UserId;
+use crate::status::ConnectionStatus;
+
+/// Every connection (of one user, when given), oldest first. `pushTarget` is
+/// the marked active connection, or else the user's first active one.
+pub async fn connections(
+    pool: &PgPool,
+    user: Option<UserId>,
+) -> Result<Vec<ConnectionStatus>, StoreError> {
+    let rows = sqlx::query_as::<_, ConnectionStatus>(
+        "SELECT c.id, c.user_id, c.calendar_id, c.region, c.active, \
+             (c.active AND c.id = ( \
+                 SELECT t.id FROM plansync.connections t \
+                 WHERE t.user_id = c.user_id AND t.active \
+                 ORDER BY t.push_target DESC, t.id LIMIT 1)) AS push_target, \
+             c.last_pull_at, c.sync_token_at, c.needs_reauth, c.calendar_gone, \
+             NULL::BIGINT AS pending_pushes, c.last_error \
+         FROM plansync.connections c \
+         WHERE $1::BIGINT IS NULL OR c.user_id = $1 \
+         ORDER BY c.id",
+    )
+    .bind(user)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}
