@@ -11,6 +11,7 @@ pub mod config;
 pub mod crypto;
 pub mod deltas;
 pub mod ids;
+pub mod model;
 pub mod status;
 pub mod store;
 pub mod telemetry;
