@@ -164,3 +164,103 @@ impl Drop for TestApp {
         .join();
     }
 }
+
+/// Polls `check` until it returns `Some`, failing the test after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A `redis-server` of the test's own, on a free port, so a test can stop
+/// and restart it without touching the shared one.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: Option<std::process::Child>,
+    extra_args: Vec<String>,
+}
+
+impl PrivateRedis {
+    pub async fn start() -> PrivateRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = PrivateRedis {
+            port,
+            child: None,
+            extra_args: Vec::new(),
+        };
+        redis.spawn().await;
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn spawn(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&self.extra_args)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs (see scripts/services)");
+        self.child = Some(child);
+        let url = if let Some(i) = self.extra_args.iter().position(|a| a == "--requirepass") {
+            format!(
+                "redis://:{}@127.0.0.1:{}",
+                self.extra_args[i + 1],
+                self.port
+            )
+        } else {
+            self.url()
+        };
+        let client = redis::Client::open(url).unwrap();
+        eventually(Duration::from_secs(10), "private redis to answer", || {
+            let client = client.clone();
+            async move {
+                let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+                redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .ok()
+            }
+        })
+        .await;
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same port, with `args` added (e.g. a password).
+    pub async fn restart_with(&mut self, args: &[&str]) {
+        self.stop();
+        self.extra_args = args.iter().map(|a| a.to_string()).collect();
+        self.spawn().await;
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
