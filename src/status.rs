@@ -52,12 +52,24 @@ pub struct QueueStatus {
     pub dead: Option<Vec<serde_json::Value>>,
 }
 
-/// `null` fields until the outbox lands.
+/// Deltas written but not yet published to Redis.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OutboxStatus {
     pub backlog: Option<i64>,
+    /// Age of the oldest unpublished delta; 0 when there is none.
     pub oldest_age_secs: Option<f64>,
+}
+
+impl OutboxStatus {
+    async fn load(pool: &PgPool, user: Option<UserId>) -> Result<Self, StoreError> {
+        let (backlog, oldest, now) = store::outbox::backlog(pool, user).await?;
+        let age = oldest.map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
+        Ok(OutboxStatus {
+            backlog: Some(backlog),
+            oldest_age_secs: Some(age),
+        })
+    }
 }
 
 impl StatusReport {
@@ -65,7 +77,7 @@ impl StatusReport {
         Ok(StatusReport {
             connections: store::status::connections(pool, user).await?,
             queue: QueueStatus::default(),
-            outbox: OutboxStatus::default(),
+            outbox: OutboxStatus::load(pool, user).await?,
         })
     }
 
@@ -103,6 +115,9 @@ impl StatusReport {
             if let Some(err) = &c.last_error {
                 let _ = writeln!(out, "      last error: {err}");
             }
+        }
+        if let (Some(backlog), Some(age)) = (self.outbox.backlog, self.outbox.oldest_age_secs) {
+            let _ = writeln!(out, "outbox: {backlog} unpublished, oldest {age:.1}s");
         }
         out
     }

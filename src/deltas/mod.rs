@@ -7,7 +7,12 @@
 //! 3339 UTC with milliseconds, as JavaScript's `Date.toISOString()` prints
 //! them. Field order follows the contract so payloads diff cleanly.
 
+pub mod batch;
+pub mod publish;
+pub mod relay;
 pub mod timestamp;
+
+pub use batch::DeltaBatch;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -7,6 +7,7 @@
 
 pub mod connections;
 pub mod migrate;
+pub mod outbox;
 pub mod status;
 
 use std::time::Duration;

@@ -1,0 +1,208 @@
+//! The Redis side of delta delivery: channel names, the two wire formats and
+//! a pipelined publisher.
+//!
+//! `json` publishes `{"userId":<id>,"deltas":[...]}` on
+//! `{PLANSYNC_REDIS_PREFIX}plan-deltas:user:<id>`. `socketio` publishes what
+//! `@socket.io/redis-emitter` would: msgpack of `["emitter", packet, opts]`
+//! (maps with field names) on `{PLANSYNC_SOCKETIO_KEY}#/#user:<id>#`, which a
+//! stock Socket.IO server with `@socket.io/redis-adapter` delivers to the
+//! room `user:<id>` as `plan:item-delta` with no glue code.
+//!
+//! [`Publisher`] connects lazily and drops its connection on any error, so a
+//! Redis that went away and came back is picked up on the next attempt
+//! without a restart.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::AsyncConnectionConfig;
+use serde::Serialize;
+
+use super::{PlanItemDelta, PlanItemDeltaPayload, UserDeltaMessage};
+use crate::config::RedisSettings;
+use crate::ids::UserId;
+
+/// The event name the realtime layer's clients listen to.
+pub const EVENT_NAME: &str = "plan:item-delta";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// Redis is unreachable or failed the command: back off and try again;
+    /// the outbox keeps everything meanwhile.
+    #[error("redis is unavailable: {0}")]
+    Unavailable(#[from] redis::RedisError),
+}
+
+pub fn json_channel(prefix: &str, user: UserId) -> String {
+    format!("{prefix}plan-deltas:user:{user}")
+}
+
+pub fn socketio_channel(key: &str, user: UserId) -> String {
+    format!("{key}#/#{}#", room(user))
+}
+
+fn room(user: UserId) -> String {
+    format!("user:{user}")
+}
+
+pub fn json_message(user: UserId, deltas: &[PlanItemDelta]) -> Vec<u8> {
+    serde_json::to_vec(&UserDeltaMessage {
+        user_id: user,
+        deltas: deltas.to_vec(),
+    })
+    .expect("deltas serialize")
+}
+
+#[derive(Serialize)]
+struct EmitterPacket<'a> {
+    #[serde(rename = "type")]
+    kind: u8,
+    data: (&'static str, &'a PlanItemDeltaPayload),
+    nsp: &'static str,
+}
+
+#[derive(Serialize)]
+struct EmitterOptions {
+    rooms: Vec<String>,
+    flags: BTreeMap<String, bool>,
+    except: Vec<String>,
+}
+
+/// Socket.IO's packet type for an event.
+const PACKET_EVENT: u8 = 2;
+/// The uid the emitter stamps on its messages; adapters only skip their own.
+const EMITTER_UID: &str = "emitter";
+
+pub fn socketio_message(user: UserId, deltas: &[PlanItemDelta]) -> Vec<u8> {
+    let payload = PlanItemDeltaPayload {
+        deltas: deltas.to_vec(),
+    };
+    let message = (
+        EMITTER_UID,
+        EmitterPacket {
+            kind: PACKET_EVENT,
+            data: (EVENT_NAME, &payload),
+            nsp: "/",
+        },
+        EmitterOptions {
+            rooms: vec![room(user)],
+            flags: BTreeMap::new(),
+            except: Vec::new(),
+        },
+    );
+    rmp_serde::to_vec_named(&message).expect("deltas serialize to msgpack")
+}
+
+/// Publishes batches of deltas, one pipeline per call.
+pub struct Publisher {
+    settings: RedisSettings,
+    client: redis::Client,
+    conn: Option<MultiplexedConnection>,
+}
+
+impl Publisher {
+    pub fn new(settings: RedisSettings) -> Result<Self, PublishError> {
+        let client = redis::Client::open(settings.url.as_str())?;
+        Ok(Publisher {
+            settings,
+            client,
+            conn: None,
+        })
+    }
+
+    async fn connection(&mut self) -> Result<&mut MultiplexedConnection, PublishError> {
+        if self.conn.is_none() {
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Duration::from_secs(2))
+                .set_response_timeout(Duration::from_secs(5));
+            let conn = self
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            self.conn = Some(conn);
+        }
+        Ok(self.conn.as_mut().expect("just connected"))
+    }
+
+    /// Publishes each (user, deltas) group in the configured format(s), in
+    /// order, in one round trip.
+    pub async fn publish(
+        &mut self,
+        groups: &[(UserId, Vec<PlanItemDelta>)],
+    ) -> Result<(), PublishError> {
+        if groups.is_empty() {
+            return Ok(());
+        }
+        let mode = self.settings.delta_mode;
+        let mut pipe = redis::pipe();
+        for (user, deltas) in groups {
+            if mode.json() {
+                pipe.publish(
+                    json_channel(&self.settings.prefix, *user),
+                    json_message(*user, deltas),
+                )
+                .ignore();
+            }
+            if mode.socketio() {
+                pipe.publish(
+                    socketio_channel(&self.settings.socketio_key, *user),
+                    socketio_message(*user, deltas),
+                )
+                .ignore();
+            }
+        }
+        let conn = self.connection().await?;
+        let result: Result<(), redis::RedisError> = pipe.query_async(conn).await;
+        if let Err(err) = result {
+            // A broken connection is not reused: the next attempt reconnects.
+            self.conn = None;
+            return Err(err.into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::AppointmentId;
+
+    #[test]
+    fn channel_names_follow_the_contract() {
+        assert_eq!(json_channel("t1:", UserId(5)), "t1:plan-deltas:user:5");
+        assert_eq!(
+            socketio_channel("socket.io", UserId(5)),
+            "socket.io#/#user:5#"
+        );
+    }
+
+    #[test]
+    fn socketio_message_is_the_emitter_wire_format() {
+        let deltas = vec![PlanItemDelta::appointment_deleted(AppointmentId(9), 3)];
+        let bytes = socketio_message(UserId(5), &deltas);
+        let value: serde_json::Value = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!([
+                "emitter",
+                {"type": 2, "data": ["plan:item-delta", {"deltas": [
+                    {"itemType": "appointment", "entityId": 9, "action": "deleted",
+                     "version": 3, "source": "google"}
+                ]}], "nsp": "/"},
+                {"rooms": ["user:5"], "flags": {}, "except": []}
+            ])
+        );
+        // Maps carry field names (fixmap 0x8N with a "type" key), not arrays.
+        assert!(bytes.windows(4).any(|w| w == b"type"));
+    }
+
+    #[test]
+    fn json_message_names_the_user() {
+        let deltas = vec![PlanItemDelta::plan_updated(4)];
+        assert_eq!(
+            String::from_utf8(json_message(UserId(5), &deltas)).unwrap(),
+            r#"{"userId":5,"deltas":[{"itemType":"plan","entityId":0,"action":"updated","version":4,"source":"google"}]}"#
+        );
+    }
+}

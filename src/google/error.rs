@@ -1,0 +1,576 @@
+//! Classification of everything that can go wrong talking to Google.
+//!
+//! Every failure of a Calendar call or of a token refresh ends up as one
+//! [`GoogleError`] variant, and the variant alone decides what the caller does
+//! next ([`GoogleError::next_step`]): back off without spending an attempt,
+//! retry, full-resync, mark the connection, or give up on the item. Google's
+//! own `reason` and `message` are kept for status and logs; the raw error JSON
+//! is not.
+
+use std::time::Duration;
+
+use http::{HeaderMap, StatusCode};
+use serde_json::Value;
+
+use super::token::TokenError;
+
+/// A failed Google call, classified by what should happen next.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GoogleError {
+    /// 429, or 403 `rateLimitExceeded`/`userRateLimitExceeded`/`quotaExceeded`:
+    /// snooze (honouring `retry_after` when Google sent it) without spending
+    /// one of the job's attempts.
+    #[error("rate limited by Google ({reason}){}", fmt_retry_after(*.retry_after))]
+    RateLimited {
+        retry_after: Option<Duration>,
+        reason: String,
+    },
+    /// 410 on a list (`fullSyncRequired`, `updatedMinTooLongAgo`): drop the sync
+    /// token and full-sync.
+    #[error("Google requires a full sync ({reason})")]
+    FullSyncRequired { reason: String },
+    /// 412 `conditionNotMet`: the event changed since the etag we sent.
+    #[error("the event changed in Google since our etag (412 conditionNotMet)")]
+    PreconditionFailed,
+    /// 404 on an event (or a notification channel).
+    #[error("Google has no such event (404 {reason})")]
+    NotFound { reason: String },
+    /// 410 `deleted` on an event: it was already deleted. A delete treats this
+    /// as success.
+    #[error("the event is already deleted in Google (410 {reason})")]
+    Gone { reason: String },
+    /// 409 `duplicate`: an event with the client-supplied id exists (or existed).
+    #[error("an event with this id already exists in Google (409 {reason})")]
+    Duplicate { reason: String },
+    /// `invalid_grant` on refresh: the user revoked access or the refresh token
+    /// expired. The connection needs re-authorisation; stop scheduling it.
+    #[error(
+        "the refresh token was rejected (invalid_grant): the connection needs re-authorisation"
+    )]
+    NeedsReauth { description: String },
+    /// `invalid_client`/`unauthorized_client`: the deployment's OAuth client is
+    /// wrong. Not the user's fault: the operator must fix the configuration.
+    #[error(
+        "the OAuth client was rejected ({error}): check GOOGLE_CLIENT_ID/GOOGLE_CLIENT_SECRET"
+    )]
+    InvalidClient { error: String, description: String },
+    /// 404 on the calendar, or 403 for lack of access (not a rate limit): mark
+    /// the connection calendar-gone and stop retrying it.
+    #[error("the calendar is gone or no longer accessible ({status} {reason})")]
+    CalendarGone { status: u16, reason: String },
+    /// 401 even after refreshing the access token once.
+    #[error("Google refused our access token (401 {reason})")]
+    Unauthorized { reason: String },
+    /// 5xx, 408, a connection failure: retry with backoff.
+    #[error("Google is temporarily unavailable: {detail}")]
+    Transient { status: Option<u16>, detail: String },
+    /// No complete answer within the call timeout: retry with backoff. (A write
+    /// may have taken effect: inserts stay idempotent through their ids.)
+    #[error("Google did not answer within {0:?}")]
+    Timeout(Duration),
+    /// A 2xx answer we could not read (malformed or truncated JSON, an event
+    /// missing required fields): fail the job so it is retried, then parked.
+    #[error("Google's answer could not be read: {detail}")]
+    Malformed { detail: String },
+    /// An appointment's time zone is not an IANA name chrono-tz knows: nothing
+    /// was sent; the item cannot be pushed until it is fixed locally.
+    #[error("unknown time zone {0:?}")]
+    InvalidTimeZone(String),
+    /// Any other refusal (other 4xx): retrying the same request cannot help.
+    #[error("Google refused the request ({}{}): {message}", fmt_status(*.status), fmt_reason(.reason))]
+    Permanent {
+        status: Option<u16>,
+        reason: Option<String>,
+        message: String,
+    },
+}
+
+fn fmt_retry_after(d: Option<Duration>) -> String {
+    d.map(|d| format!(", retry after {}s", d.as_secs()))
+        .unwrap_or_default()
+}
+
+fn fmt_status(s: Option<u16>) -> String {
+    s.map(|s| s.to_string())
+        .unwrap_or_else(|| "no status".to_owned())
+}
+
+fn fmt_reason(r: &Option<String>) -> String {
+    r.as_ref().map(|r| format!(" {r}")).unwrap_or_default()
+}
+
+/// What the caller (queue, pull, push) should do with a failed call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    /// Run again later (after `after` when Google said so) without spending an
+    /// attempt.
+    Snooze { after: Option<Duration> },
+    /// Retry with the queue's backoff, spending an attempt.
+    Retry,
+    /// Drop the sync token and run a full sync.
+    FullResync,
+    /// Mark the connection needs-reauth and stop scheduling it.
+    NeedsReauth,
+    /// Mark the connection calendar-gone and stop scheduling it.
+    CalendarGone,
+    /// The outcome is an answer the operation itself interprets (a 404/410 on
+    /// delete is success, a 409 on insert is checked, a 412 triggers
+    /// newer-wins). Unhandled, it means the item cannot be synced as is.
+    Interpret,
+    /// Park the item with its error: retrying cannot help.
+    GiveUp,
+}
+
+impl GoogleError {
+    pub fn next_step(&self) -> NextStep {
+        match self {
+            GoogleError::RateLimited { retry_after, .. } => NextStep::Snooze {
+                after: *retry_after,
+            },
+            GoogleError::FullSyncRequired { .. } => NextStep::FullResync,
+            GoogleError::NeedsReauth { .. } => NextStep::NeedsReauth,
+            GoogleError::CalendarGone { .. } => NextStep::CalendarGone,
+            GoogleError::PreconditionFailed
+            | GoogleError::NotFound { .. }
+            | GoogleError::Gone { .. }
+            | GoogleError::Duplicate { .. } => NextStep::Interpret,
+            // A bad OAuth client is an operator's fix; retries give them time
+            // to make it without losing the job.
+            GoogleError::InvalidClient { .. }
+            | GoogleError::Unauthorized { .. }
+            | GoogleError::Transient { .. }
+            | GoogleError::Timeout(_)
+            | GoogleError::Malformed { .. } => NextStep::Retry,
+            GoogleError::InvalidTimeZone(_) | GoogleError::Permanent { .. } => NextStep::GiveUp,
+        }
+    }
+
+    /// Google's `reason` (e.g. `rateLimitExceeded`, `conditionNotMet`), when
+    /// the failure came with one.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            GoogleError::RateLimited { reason, .. }
+            | GoogleError::FullSyncRequired { reason }
+            | GoogleError::NotFound { reason }
+            | GoogleError::Gone { reason }
+            | GoogleError::Duplicate { reason }
+            | GoogleError::CalendarGone { reason, .. }
+            | GoogleError::Unauthorized { reason } => Some(reason),
+            GoogleError::PreconditionFailed => Some("conditionNotMet"),
+            GoogleError::NeedsReauth { .. } => Some("invalid_grant"),
+            GoogleError::InvalidClient { error, .. } => Some(error),
+            GoogleError::Permanent { reason, .. } => reason.as_deref(),
+            GoogleError::Transient { .. }
+            | GoogleError::Timeout(_)
+            | GoogleError::Malformed { .. }
+            | GoogleError::InvalidTimeZone(_) => None,
+        }
+    }
+}
+
+impl From<TokenError> for GoogleError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::InvalidGrant { description } => GoogleError::NeedsReauth { description },
+            TokenError::InvalidClient { error, description } => {
+                GoogleError::InvalidClient { error, description }
+            }
+            TokenError::RateLimited { retry_after } => GoogleError::RateLimited {
+                retry_after,
+                reason: "tokenEndpointRateLimited".to_owned(),
+            },
+            TokenError::Transient { status, detail } => GoogleError::Transient {
+                status,
+                detail: format!("token endpoint: {detail}"),
+            },
+            TokenError::Timeout(d) => GoogleError::Timeout(d),
+            TokenError::Malformed { detail } => GoogleError::Malformed {
+                detail: format!("token endpoint: {detail}"),
+            },
+            TokenError::Rejected {
+                status,
+                error,
+                description,
+            } => GoogleError::Permanent {
+                status: Some(status),
+                reason: Some(error),
+                message: format!("token endpoint: {description}"),
+            },
+        }
+    }
+}
+
+/// What a call addressed, which decides what a 404/403/410 means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// A calendar-level call (list, insert, watch): 404 or an access 403 means
+    /// the calendar is gone; 410 means the sync token is dead.
+    Calendar,
+    /// A call on one event (get, patch, delete): 404 is that event.
+    Event,
+    /// `channels.stop`: 404 means the channel already expired.
+    Channel,
+}
+
+const RATE_LIMIT_REASONS: &[&str] = &[
+    "rateLimitExceeded",
+    "userRateLimitExceeded",
+    "quotaExceeded",
+    "dailyLimitExceeded",
+];
+
+/// 403 reasons about one event rather than about access to the calendar.
+const EVENT_LEVEL_FORBIDDEN: &[&str] = &[
+    "forbiddenForNonOrganizer",
+    "forbiddenForServiceAccounts",
+    "eventTypeRestriction",
+    "malformedWorkingLocationEvent",
+];
+
+/// Google's error body, `{"error": {"code", "message", "errors": [{"reason"}], "status"}}`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct ErrorBody {
+    pub code: Option<u16>,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+}
+
+impl ErrorBody {
+    pub fn from_value(v: &Value) -> Self {
+        let err = v.get("error");
+        let code = err
+            .and_then(|e| e.get("code"))
+            .and_then(Value::as_u64)
+            .and_then(|c| u16::try_from(c).ok());
+        let reason = err
+            .and_then(|e| e.get("errors"))
+            .and_then(|es| es.get(0))
+            .and_then(|e| e.get("reason"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let message = err
+            .and_then(|e| e.get("message"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        ErrorBody {
+            code,
+            reason,
+            message,
+        }
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        serde_json::from_slice::<Value>(bytes)
+            .map(|v| Self::from_value(&v))
+            .unwrap_or_default()
+    }
+}
+
+/// Classifies a non-2xx answer of the Calendar API.
+pub(crate) fn classify(
+    target: Target,
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: &ErrorBody,
+) -> GoogleError {
+    let code = status.as_u16();
+    let reason = body.reason.clone();
+    let reason_or = |fallback: &str| reason.clone().unwrap_or_else(|| fallback.to_owned());
+    let message = body
+        .message
+        .clone()
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_owned());
+    let is_rate_limit = reason
+        .as_deref()
+        .is_some_and(|r| RATE_LIMIT_REASONS.contains(&r));
+
+    match code {
+        429 => GoogleError::RateLimited {
+            retry_after,
+            reason: reason_or("rateLimitExceeded"),
+        },
+        403 if is_rate_limit => GoogleError::RateLimited {
+            retry_after,
+            reason: reason_or("rateLimitExceeded"),
+        },
+        401 => GoogleError::Unauthorized {
+            reason: reason_or("authError"),
+        },
+        403 => match target {
+            Target::Calendar => GoogleError::CalendarGone {
+                status: code,
+                reason: reason_or("forbidden"),
+            },
+            Target::Event
+                if !reason
+                    .as_deref()
+                    .is_some_and(|r| EVENT_LEVEL_FORBIDDEN.contains(&r)) =>
+            {
+                GoogleError::CalendarGone {
+                    status: code,
+                    reason: reason_or("forbidden"),
+                }
+            }
+            Target::Event | Target::Channel => GoogleError::Permanent {
+                status: Some(code),
+                reason,
+                message,
+            },
+        },
+        404 => match target {
+            Target::Calendar => GoogleError::CalendarGone {
+                status: code,
+                reason: reason_or("notFound"),
+            },
+            Target::Event | Target::Channel => GoogleError::NotFound {
+                reason: reason_or("notFound"),
+            },
+        },
+        409 => GoogleError::Duplicate {
+            reason: reason_or("duplicate"),
+        },
+        410 => match target {
+            Target::Calendar => GoogleError::FullSyncRequired {
+                reason: reason_or("fullSyncRequired"),
+            },
+            Target::Event | Target::Channel => GoogleError::Gone {
+                reason: reason_or("deleted"),
+            },
+        },
+        412 => GoogleError::PreconditionFailed,
+        408 | 500..=599 => GoogleError::Transient {
+            status: Some(code),
+            detail: format!("{code} {}: {message}", reason_or("backendError")),
+        },
+        _ => GoogleError::Permanent {
+            status: Some(code),
+            reason,
+            message,
+        },
+    }
+}
+
+/// `Retry-After` as delay-seconds or an HTTP-date.
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let raw = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = raw.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(raw).ok()?;
+    let delta = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(delta.to_std().unwrap_or(Duration::ZERO))
+}
+
+/// A google-calendar3 `Delegate` that records what the crate drops: the HTTP
+/// status and `Retry-After` of a failed answer. It never asks the crate to
+/// retry: retries belong to the queue (and to our one 401 refresh).
+#[derive(Debug, Default)]
+pub(crate) struct Capture {
+    pub status: Option<StatusCode>,
+    pub retry_after: Option<Duration>,
+}
+
+impl google_calendar3::common::Delegate for Capture {
+    fn http_failure(
+        &mut self,
+        response: &google_calendar3::common::Response,
+        _err: Option<&Value>,
+    ) -> google_calendar3::common::Retry {
+        self.status = Some(response.status());
+        self.retry_after = retry_after(response.headers());
+        google_calendar3::common::Retry::Abort
+    }
+}
+
+/// Classifies the error of a google-calendar3 call made with `capture` as its
+/// delegate.
+pub(crate) fn from_hub_error(
+    target: Target,
+    capture: &Capture,
+    err: google_calendar3::Error,
+) -> GoogleError {
+    use google_calendar3::Error as E;
+    match err {
+        E::BadRequest(value) => {
+            let body = ErrorBody::from_value(&value);
+            let status = capture
+                .status
+                .or_else(|| body.code.and_then(|c| StatusCode::from_u16(c).ok()))
+                .unwrap_or(StatusCode::BAD_REQUEST);
+            classify(target, status, capture.retry_after, &body)
+        }
+        E::Failure(response) => classify(
+            target,
+            response.status(),
+            retry_after(response.headers()),
+            &ErrorBody::default(),
+        ),
+        E::MissingToken(e) => match e.downcast::<TokenError>() {
+            Ok(token_error) => (*token_error).into(),
+            Err(other) => GoogleError::Transient {
+                status: None,
+                detail: format!("no access token: {other}"),
+            },
+        },
+        E::HttpError(e) => GoogleError::Transient {
+            status: None,
+            detail: format!("connection failed: {e}"),
+        },
+        E::Io(e) => GoogleError::Transient {
+            status: None,
+            detail: format!("I/O error: {e}"),
+        },
+        E::JsonDecodeError(_, e) => GoogleError::Malformed {
+            detail: format!("invalid JSON: {e}"),
+        },
+        other => GoogleError::Permanent {
+            status: None,
+            reason: None,
+            message: other.to_string().trim().to_owned(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn body(code: u16, reason: &str) -> ErrorBody {
+        ErrorBody::from_value(&json!({"error": {"code": code, "message": "m",
+            "errors": [{"domain": "global", "reason": reason, "message": "m"}]}}))
+    }
+
+    fn status(code: u16) -> StatusCode {
+        StatusCode::from_u16(code).unwrap()
+    }
+
+    #[test]
+    fn rate_limits_come_as_403_or_429_and_spend_no_attempt() {
+        for (code, reason) in [
+            (403, "rateLimitExceeded"),
+            (403, "userRateLimitExceeded"),
+            (403, "quotaExceeded"),
+            (429, "rateLimitExceeded"),
+        ] {
+            let e = classify(
+                Target::Event,
+                status(code),
+                Some(Duration::from_secs(7)),
+                &body(code, reason),
+            );
+            assert_eq!(
+                e,
+                GoogleError::RateLimited {
+                    retry_after: Some(Duration::from_secs(7)),
+                    reason: reason.to_owned()
+                }
+            );
+            assert_eq!(
+                e.next_step(),
+                NextStep::Snooze {
+                    after: Some(Duration::from_secs(7))
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn access_403_and_404_depend_on_what_was_addressed() {
+        let forbidden = body(403, "forbidden");
+        assert!(matches!(
+            classify(Target::Calendar, status(403), None, &forbidden),
+            GoogleError::CalendarGone { status: 403, .. }
+        ));
+        assert!(matches!(
+            classify(Target::Event, status(403), None, &forbidden),
+            GoogleError::CalendarGone { .. }
+        ));
+        assert!(matches!(
+            classify(
+                Target::Event,
+                status(403),
+                None,
+                &body(403, "forbiddenForNonOrganizer")
+            ),
+            GoogleError::Permanent {
+                status: Some(403),
+                ..
+            }
+        ));
+        let not_found = body(404, "notFound");
+        assert_eq!(
+            classify(Target::Calendar, status(404), None, &not_found).next_step(),
+            NextStep::CalendarGone
+        );
+        assert_eq!(
+            classify(Target::Event, status(404), None, &not_found),
+            GoogleError::NotFound {
+                reason: "notFound".into()
+            }
+        );
+    }
+
+    #[test]
+    fn gone_means_full_sync_on_lists_and_deleted_on_events() {
+        assert_eq!(
+            classify(
+                Target::Calendar,
+                status(410),
+                None,
+                &body(410, "updatedMinTooLongAgo")
+            ),
+            GoogleError::FullSyncRequired {
+                reason: "updatedMinTooLongAgo".into()
+            }
+        );
+        assert_eq!(
+            classify(Target::Event, status(410), None, &body(410, "deleted")),
+            GoogleError::Gone {
+                reason: "deleted".into()
+            }
+        );
+    }
+
+    #[test]
+    fn other_statuses() {
+        let e = classify(
+            Target::Event,
+            status(412),
+            None,
+            &body(412, "conditionNotMet"),
+        );
+        assert_eq!(e, GoogleError::PreconditionFailed);
+        assert_eq!(
+            classify(Target::Calendar, status(409), None, &body(409, "duplicate")).reason(),
+            Some("duplicate")
+        );
+        let e = classify(Target::Event, status(503), None, &ErrorBody::default());
+        assert!(matches!(
+            e,
+            GoogleError::Transient {
+                status: Some(503),
+                ..
+            }
+        ));
+        let e = classify(Target::Event, status(400), None, &body(400, "invalid"));
+        assert_eq!(e.next_step(), NextStep::GiveUp);
+        assert_eq!(e.reason(), Some("invalid"));
+    }
+
+    #[test]
+    fn retry_after_as_seconds_or_date() {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::RETRY_AFTER, "3".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        h.insert(
+            http::header::RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+    }
+}

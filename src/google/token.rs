@@ -1,0 +1,282 @@
+//! Access tokens for one connection, from its refresh token.
+//!
+//! [`TokenProvider`] runs the OAuth `refresh_token` grant against
+//! `GOOGLE_TOKEN_URL` with the deployment's OAuth client, and caches the access
+//! token until a minute before it expires. Clones share one cache, and a
+//! refresh holds the cache's lock, so concurrent callers of one connection
+//! cause one refresh, not a stampede. A 401 from the API makes the caller
+//! [`invalidate`](TokenProvider::invalidate) the cache so the next call
+//! refreshes. `invalid_grant` is sticky: once Google has refused the refresh
+//! token, the provider never calls the token endpoint with it again.
+//!
+//! It implements google-calendar3's `GetToken`, whose error is a boxed
+//! `dyn Error`; the box always holds a [`TokenError`], which
+//! [`super::error`] downcasts to classify it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::CONTENT_TYPE;
+use http::{Method, Request};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use super::error::retry_after;
+use super::http::{body, send, HttpClient, SendError};
+use crate::config::GoogleSettings;
+use crate::ids::{AccessToken, RefreshToken};
+
+/// Why no access token could be had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// The refresh token is revoked, expired or unknown: re-authorise.
+    #[error("invalid_grant: {description}")]
+    InvalidGrant { description: String },
+    /// The OAuth client id/secret are wrong (`invalid_client`,
+    /// `unauthorized_client`).
+    #[error("{error}: {description}")]
+    InvalidClient { error: String, description: String },
+    #[error("token endpoint rate limited")]
+    RateLimited { retry_after: Option<Duration> },
+    #[error("token endpoint unavailable: {detail}")]
+    Transient { status: Option<u16>, detail: String },
+    #[error("token endpoint did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("token endpoint answer unreadable: {detail}")]
+    Malformed { detail: String },
+    /// Any other refusal of the grant.
+    #[error("token endpoint refused the grant ({status} {error}): {description}")]
+    Rejected {
+        status: u16,
+        error: String,
+        description: String,
+    },
+}
+
+/// The deployment's OAuth client and token endpoint, shared by every
+/// connection's provider.
+#[derive(Clone)]
+pub(crate) struct OAuthClient {
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+}
+
+impl OAuthClient {
+    pub fn from_settings(settings: &GoogleSettings) -> Self {
+        OAuthClient {
+            token_url: settings.token_url.clone(),
+            client_id: settings.client_id.clone(),
+            client_secret: settings.client_secret.clone(),
+        }
+    }
+}
+
+/// Refresh this long before Google's stated expiry, so a token never expires
+/// between being handed out and being used.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
+
+enum Cached {
+    Empty,
+    Valid {
+        token: AccessToken,
+        refresh_at: Instant,
+    },
+    /// Google refused the refresh token; asking again cannot help.
+    Revoked {
+        description: String,
+    },
+}
+
+struct Inner {
+    http: HttpClient,
+    oauth: OAuthClient,
+    refresh_token: RefreshToken,
+    timeout: Duration,
+    cache: Mutex<Cached>,
+}
+
+/// One connection's access tokens. Clones share the cache.
+#[derive(Clone)]
+pub struct TokenProvider {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for TokenProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenProvider")
+            .field("token_url", &self.inner.oauth.token_url)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Deserialize)]
+struct GrantAnswer {
+    access_token: String,
+    expires_in: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+struct GrantError {
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    error_description: String,
+}
+
+impl TokenProvider {
+    pub(crate) fn new(
+        http: HttpClient,
+        oauth: OAuthClient,
+        refresh_token: RefreshToken,
+        timeout: Duration,
+    ) -> Self {
+        TokenProvider {
+            inner: Arc::new(Inner {
+                http,
+                oauth,
+                refresh_token,
+                timeout,
+                cache: Mutex::new(Cached::Empty),
+            }),
+        }
+    }
+
+    /// A valid access token: the cached one, or a fresh one from the token
+    /// endpoint.
+    pub async fn access_token(&self) -> Result<AccessToken, TokenError> {
+        let mut cache = self.inner.cache.lock().await;
+        match &*cache {
+            Cached::Valid { token, refresh_at } if Instant::now() < *refresh_at => {
+                return Ok(token.clone())
+            }
+            Cached::Revoked { description } => {
+                return Err(TokenError::InvalidGrant {
+                    description: description.clone(),
+                })
+            }
+            _ => {}
+        }
+        match self.refresh().await {
+            Ok((token, lifetime)) => {
+                let margin = EXPIRY_MARGIN.min(lifetime / 2);
+                *cache = Cached::Valid {
+                    token: token.clone(),
+                    refresh_at: Instant::now() + lifetime - margin,
+                };
+                Ok(token)
+            }
+            Err(TokenError::InvalidGrant { description }) => {
+                *cache = Cached::Revoked {
+                    description: description.clone(),
+                };
+                Err(TokenError::InvalidGrant { description })
+            }
+            Err(e) => {
+                *cache = Cached::Empty;
+                Err(e)
+            }
+        }
+    }
+
+    /// Forgets the cached access token (Google answered 401 with it), so the
+    /// next call refreshes. A revoked refresh token stays revoked.
+    pub async fn invalidate(&self) {
+        let mut cache = self.inner.cache.lock().await;
+        if matches!(*cache, Cached::Valid { .. }) {
+            *cache = Cached::Empty;
+        }
+    }
+
+    async fn refresh(&self) -> Result<(AccessToken, Duration), TokenError> {
+        let inner = &self.inner;
+        let form = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "refresh_token")
+            .append_pair("client_id", &inner.oauth.client_id)
+            .append_pair("client_secret", inner.oauth.client_secret.expose_secret())
+            .append_pair("refresh_token", inner.refresh_token.expose_secret())
+            .finish();
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(&inner.oauth.token_url)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body(form))
+            .map_err(|e| TokenError::Malformed {
+                detail: format!("cannot build the token request: {e}"),
+            })?;
+        let response = match send(&inner.http, request, inner.timeout).await {
+            Ok(r) => r,
+            Err(SendError::Timeout(d)) => return Err(TokenError::Timeout(d)),
+            Err(SendError::Connection(detail)) => {
+                return Err(TokenError::Transient {
+                    status: None,
+                    detail,
+                })
+            }
+        };
+        let status = response.status;
+        if status.is_success() {
+            let bytes = response.body.map_err(|detail| TokenError::Malformed {
+                detail: format!("body broke off: {detail}"),
+            })?;
+            let answer: GrantAnswer =
+                serde_json::from_slice(&bytes).map_err(|e| TokenError::Malformed {
+                    detail: e.to_string(),
+                })?;
+            // Google always states the lifetime; without it, assume its usual hour.
+            let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(3600));
+            return Ok((AccessToken::new(answer.access_token), lifetime));
+        }
+        let refusal: GrantError = response
+            .body
+            .as_ref()
+            .ok()
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or_default();
+        let code = status.as_u16();
+        Err(match refusal.error.as_str() {
+            "invalid_grant" => TokenError::InvalidGrant {
+                description: refusal.error_description,
+            },
+            "invalid_client" | "unauthorized_client" => TokenError::InvalidClient {
+                error: refusal.error,
+                description: refusal.error_description,
+            },
+            _ if code == 429 => TokenError::RateLimited {
+                retry_after: retry_after(&response.headers),
+            },
+            _ if code == 408 || status.is_server_error() => TokenError::Transient {
+                status: Some(code),
+                detail: format!("{code} {}", refusal.error),
+            },
+            _ => TokenError::Rejected {
+                status: code,
+                error: refusal.error,
+                description: refusal.error_description,
+            },
+        })
+    }
+}
+
+type GetTokenOutput<'a> = Pin<
+    Box<
+        dyn Future<Output = Result<Option<String>, Box<dyn std::error::Error + Send + Sync>>>
+            + Send
+            + 'a,
+    >,
+>;
+
+impl google_calendar3::common::GetToken for TokenProvider {
+    fn get_token<'a>(&'a self, _scopes: &'a [&str]) -> GetTokenOutput<'a> {
+        Box::pin(async move {
+            match self.access_token().await {
+                Ok(token) => Ok(Some(token.expose_secret().to_owned())),
+                Err(e) => Err(Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
+            }
+        })
+    }
+}

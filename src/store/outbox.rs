@@ -1,0 +1,169 @@
+//! The outbox table: appending a transaction's deltas with their versions, and
+//! the relay's claim / mark / prune statements.
+//!
+//! Versions come from `users.plan_version`, bumped in the writing transaction
+//! under the user's row lock; two transactions writing deltas of one user
+//! therefore commit in version order, and the committed rows of a user are
+//! always a gap-free prefix. The relay serialises on a per-user advisory lock,
+//! so replicas never publish one user's rows out of order.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+
+use super::StoreError;
+use crate::deltas::PlanItemDelta;
+use crate::ids::UserId;
+
+/// The channel the relay LISTENs on; a notification is sent by every append.
+pub const NOTIFY_CHANNEL: &str = "plansync_outbox";
+
+/// An advisory-lock namespace ("plns") so our per-user locks never meet the
+/// host's own advisory locks.
+const LOCK_CLASS: i32 = 0x706c_6e73;
+
+/// Bumps the user's `plan_version` by `deltas.len()`, stamps each delta with
+/// its version (in order) and appends them, in one round trip for the rows.
+/// Returns the user's new `plan_version`.
+pub async fn append(
+    conn: &mut PgConnection,
+    user: UserId,
+    deltas: &mut [PlanItemDelta],
+) -> Result<i64, StoreError> {
+    if deltas.is_empty() {
+        return Ok(
+            sqlx::query_scalar("SELECT plan_version FROM public.users WHERE id = $1")
+                .bind(user)
+                .fetch_optional(&mut *conn)
+                .await?
+                .unwrap_or(0),
+        );
+    }
+    let count = deltas.len() as i64;
+    let new_version: i64 = sqlx::query_scalar(
+        "UPDATE public.users SET plan_version = plan_version + $2 WHERE id = $1 \
+         RETURNING plan_version",
+    )
+    .bind(user)
+    .bind(count)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(StoreError::UnknownUser(user))?;
+    let first = new_version - count + 1;
+    let mut versions = Vec::with_capacity(deltas.len());
+    let mut bodies = Vec::with_capacity(deltas.len());
+    for (i, delta) in deltas.iter_mut().enumerate() {
+        let version = first + i as i64;
+        delta.version = Some(version);
+        versions.push(version);
+        bodies.push(serde_json::to_value(&*delta).expect("deltas serialize"));
+    }
+    sqlx::query(
+        "INSERT INTO plansync.outbox (user_id, version, delta) \
+         SELECT $1, v, d FROM UNNEST($2::BIGINT[], $3::JSONB[]) AS t(v, d)",
+    )
+    .bind(user)
+    .bind(&versions)
+    .bind(&bodies)
+    .execute(&mut *conn)
+    .await?;
+    // Delivered at commit, and only if the transaction commits.
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(NOTIFY_CHANNEL)
+        .execute(&mut *conn)
+        .await?;
+    Ok(new_version)
+}
+
+/// One unpublished outbox row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub user_id: UserId,
+    pub version: i64,
+    pub delta: sqlx::types::Json<PlanItemDelta>,
+}
+
+/// Within the relay's transaction: takes the per-user locks of up to
+/// `max_users` users with unpublished rows (skipping users another relay
+/// holds) and returns up to `max_rows` of their rows, ordered by user and
+/// version. The locks are released when the transaction ends.
+pub async fn claim_batch(
+    tx: &mut Transaction<'_, Postgres>,
+    max_users: i64,
+    max_rows: i64,
+) -> Result<Vec<OutboxRow>, StoreError> {
+    // The LIMIT subquery is evaluated on its own, so the lock function runs
+    // exactly once per candidate and every lock taken is a user returned.
+    let locked: Vec<i64> = sqlx::query_scalar(
+        "SELECT user_id FROM ( \
+             SELECT DISTINCT user_id FROM plansync.outbox WHERE published_at IS NULL \
+             ORDER BY user_id LIMIT $1) candidates \
+         WHERE pg_try_advisory_xact_lock($2, (user_id % 2147483647)::INT)",
+    )
+    .bind(max_users)
+    .bind(LOCK_CLASS)
+    .fetch_all(&mut **tx)
+    .await?;
+    if locked.is_empty() {
+        return Ok(Vec::new());
+    }
+    // A fresh statement, so rows another relay marked before we got the lock
+    // are seen as published.
+    let rows = sqlx::query_as::<_, OutboxRow>(
+        "SELECT id, user_id, version, delta FROM plansync.outbox \
+         WHERE published_at IS NULL AND user_id = ANY($1) \
+         ORDER BY user_id, version LIMIT $2",
+    )
+    .bind(&locked)
+    .bind(max_rows)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows)
+}
+
+pub async fn mark_published(
+    tx: &mut Transaction<'_, Postgres>,
+    ids: &[i64],
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE plansync.outbox SET published_at = now() WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Deletes up to `limit` rows published before `now() - retention`. Returns
+/// how many went.
+pub async fn prune(
+    pool: &PgPool,
+    retention: std::time::Duration,
+    limit: i64,
+) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "DELETE FROM plansync.outbox WHERE id IN ( \
+             SELECT id FROM plansync.outbox \
+             WHERE published_at IS NOT NULL \
+               AND published_at < now() - make_interval(secs => $1) \
+             LIMIT $2)",
+    )
+    .bind(retention.as_secs_f64())
+    .bind(limit)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Unpublished rows (of one user, when given) and the age of the oldest.
+pub async fn backlog(
+    pool: &PgPool,
+    user: Option<UserId>,
+) -> Result<(i64, Option<DateTime<Utc>>, DateTime<Utc>), StoreError> {
+    let row: (i64, Option<DateTime<Utc>>, DateTime<Utc>) = sqlx::query_as(
+        "SELECT count(*), min(created_at), now() FROM plansync.outbox \
+         WHERE published_at IS NULL AND ($1::BIGINT IS NULL OR user_id = $1)",
+    )
+    .bind(user)
+    .fetch_one(pool)
+    .await?;
+    Ok(row)
+}

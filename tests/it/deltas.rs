@@ -1,0 +1,393 @@
+//! The outbox and its relay: versions, coalescing, formats, Redis outages and
+//! several relays on one outbox.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use plansync::config::{DeltaMode, RedisSettings};
+use plansync::deltas::relay::{Relay, RelaySettings};
+use plansync::deltas::{DeltaBatch, PlanItemDelta, UserDeltaMessage};
+use plansync::ids::{AppointmentId, UserId};
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::{eventually, redis_url, PrivateRedis, TestApp};
+
+fn redis_settings(app: &TestApp, url: String, mode: DeltaMode) -> RedisSettings {
+    RedisSettings {
+        url,
+        delta_mode: mode,
+        prefix: app.redis_prefix.clone(),
+        socketio_key: format!("{}sio", app.redis_prefix),
+    }
+}
+
+fn fast_relay() -> RelaySettings {
+    RelaySettings {
+        backoff_min: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+        batch_rows: 100,
+        ..RelaySettings::default()
+    }
+}
+
+/// Commits one transaction deleting `ids` of `user` (the cheapest delta to
+/// make: no appointment rows are needed to exercise the outbox).
+async fn commit_deletes(app: &TestApp, user: i64, ids: &[i64]) {
+    let mut tx = app.pool.begin().await.unwrap();
+    let mut batch = DeltaBatch::new();
+    for id in ids {
+        batch.deleted(UserId(user), AppointmentId(*id));
+    }
+    batch.write(&mut tx, 50).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn plan_version(app: &TestApp, user: i64) -> i64 {
+    sqlx::query_scalar("SELECT plan_version FROM users WHERE id = $1")
+        .bind(user)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn each_delta_bumps_the_version_by_one_and_coalesced_ones_bump_nothing() {
+    let app = TestApp::spawn().await;
+    app.add_user(1).await;
+    sqlx::query("UPDATE users SET plan_version = 10 WHERE id = 1")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    commit_deletes(&app, 1, &[5, 6, 7]).await;
+    assert_eq!(plan_version(&app, 1).await, 13);
+    let rows: Vec<(i64, serde_json::Value)> =
+        sqlx::query_as("SELECT version, delta FROM plansync.outbox ORDER BY id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    let versions: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    assert_eq!(versions, vec![11, 12, 13]);
+    for (version, delta) in &rows {
+        assert_eq!(
+            delta["version"], *version,
+            "the payload carries its version"
+        );
+    }
+
+    // Created then deleted in one transaction: nothing written, nothing bumped.
+    let mut tx = app.pool.begin().await.unwrap();
+    let mut batch = DeltaBatch::new();
+    let now = chrono::Utc::now();
+    batch.created(plansync::deltas::AppointmentPayload {
+        id: AppointmentId(99),
+        user_id: UserId(1),
+        summary: "fleeting".into(),
+        description: None,
+        location: None,
+        start_at: now,
+        end_at: now,
+        start_time_zone: None,
+        end_time_zone: None,
+        all_day: false,
+        created_at: now,
+        updated_at: now,
+        google_sync: None,
+    });
+    batch.deleted(UserId(1), AppointmentId(99));
+    batch.write(&mut tx, 50).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(plan_version(&app, 1).await, 13);
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM plansync.outbox")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 3);
+
+    // Over the threshold: one plan delta, one bump.
+    let mut tx = app.pool.begin().await.unwrap();
+    let mut batch = DeltaBatch::new();
+    for id in 0..5 {
+        batch.deleted(UserId(1), AppointmentId(id));
+    }
+    batch.write(&mut tx, 3).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(plan_version(&app, 1).await, 14);
+    let last: serde_json::Value =
+        sqlx::query_scalar("SELECT delta FROM plansync.outbox ORDER BY id DESC LIMIT 1")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        last,
+        serde_json::json!({"itemType":"plan","entityId":0,"action":"updated","version":14,"source":"google"})
+    );
+}
+
+/// Collects messages of a pattern subscription into per-channel lists.
+struct Subscriber {
+    messages: tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Subscriber {
+    async fn start(url: &str, pattern: &str) -> Subscriber {
+        let client = redis::Client::open(url).unwrap();
+        let mut pubsub = client.get_async_pubsub().await.unwrap();
+        pubsub.psubscribe(pattern).await.unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            let mut stream = pubsub.into_on_message();
+            while let Some(msg) = stream.next().await {
+                let _ = tx.send((
+                    msg.get_channel_name().to_owned(),
+                    msg.get_payload_bytes().to_vec(),
+                ));
+            }
+        });
+        Subscriber {
+            messages: rx,
+            _task: task,
+        }
+    }
+
+    /// Versions received per user on JSON channels, in arrival order, until
+    /// `expected` versions (counting duplicates) have arrived.
+    async fn json_versions(&mut self, expected: usize) -> HashMap<i64, Vec<i64>> {
+        let mut seen: HashMap<i64, Vec<i64>> = HashMap::new();
+        let mut count = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while count < expected {
+            let (_, payload) = tokio::time::timeout_at(deadline, self.messages.recv())
+                .await
+                .unwrap_or_else(|_| panic!("only {count} of {expected} deltas arrived"))
+                .unwrap();
+            let message: UserDeltaMessage = serde_json::from_slice(&payload).unwrap();
+            for delta in message.deltas {
+                seen.entry(message.user_id.0)
+                    .or_default()
+                    .push(delta.version.unwrap());
+                count += 1;
+            }
+        }
+        seen
+    }
+}
+
+#[tokio::test]
+async fn relay_publishes_json_and_socketio_in_version_order() {
+    let app = TestApp::spawn().await;
+    app.add_user(1).await;
+    app.add_user(2).await;
+    let mut json_sub = Subscriber::start(
+        &redis_url(),
+        &format!("{}plan-deltas:user:*", app.redis_prefix),
+    )
+    .await;
+    let mut sio_sub =
+        Subscriber::start(&redis_url(), &format!("{}sio#/#*", app.redis_prefix)).await;
+    commit_deletes(&app, 1, &[1, 2]).await;
+    commit_deletes(&app, 2, &[3]).await;
+    commit_deletes(&app, 1, &[4]).await;
+
+    let mut relay = Relay::new(
+        app.pool.clone(),
+        redis_settings(&app, redis_url(), DeltaMode::Both),
+        fast_relay(),
+    )
+    .unwrap();
+    assert_eq!(relay.drain().await.unwrap(), 4);
+    assert_eq!(
+        relay.drain().await.unwrap(),
+        0,
+        "published rows are not sent again"
+    );
+
+    let versions = json_sub.json_versions(4).await;
+    assert_eq!(versions[&1], vec![1, 2, 3]);
+    assert_eq!(versions[&2], vec![1]);
+
+    let (channel, bytes) = tokio::time::timeout(Duration::from_secs(10), sio_sub.messages.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(channel, format!("{}sio#/#user:1#", app.redis_prefix));
+    let value: serde_json::Value = rmp_serde::from_slice(&bytes).unwrap();
+    assert_eq!(value[0], "emitter");
+    assert_eq!(value[1]["type"], 2);
+    assert_eq!(value[1]["nsp"], "/");
+    assert_eq!(value[1]["data"][0], "plan:item-delta");
+    let deltas: Vec<PlanItemDelta> =
+        serde_json::from_value(value[1]["data"][1]["deltas"].clone()).unwrap();
+    assert_eq!(
+        deltas
+            .iter()
+            .map(|d| (d.entity_id, d.version.unwrap()))
+            .collect::<Vec<_>>(),
+        vec![(1, 1), (2, 2), (4, 3)]
+    );
+    assert_eq!(value[2]["rooms"], serde_json::json!(["user:1"]));
+
+    let backlog: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM plansync.outbox WHERE published_at IS NULL")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(backlog, 0);
+}
+
+#[tokio::test]
+async fn redis_down_loses_nothing_and_the_relay_drains_in_order_when_it_returns() {
+    let app = TestApp::spawn().await;
+    for user in 1..=5 {
+        app.add_user(user).await;
+    }
+    let mut redis = PrivateRedis::start().await;
+    let cancel = CancellationToken::new();
+    let relay = Relay::new(
+        app.pool.clone(),
+        redis_settings(&app, redis.url(), DeltaMode::Json),
+        fast_relay(),
+    )
+    .unwrap();
+    let relay_task = tokio::spawn(relay.run(cancel.clone()));
+
+    redis.stop();
+    for i in 0..500i64 {
+        commit_deletes(&app, 1 + i % 5, &[i]).await;
+    }
+    let out = app.run(&["status", "--json"], "").await;
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        status["outbox"]["backlog"], 500,
+        "the backlog shows in status"
+    );
+    assert!(status["outbox"]["oldestAgeSecs"].as_f64().unwrap() >= 0.0);
+
+    // Back, but refusing the relay (no password) until our subscriber is in
+    // place, so no publish can slip past it; then open it up.
+    redis.restart_with(&["--requirepass", "sesame"]).await;
+    let authed = format!("redis://:sesame@127.0.0.1:{}", redis.port);
+    let mut sub =
+        Subscriber::start(&authed, &format!("{}plan-deltas:user:*", app.redis_prefix)).await;
+    let client = redis::Client::open(authed.as_str()).unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("")
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+
+    let versions = sub.json_versions(500).await;
+    for user in 1..=5 {
+        assert_eq!(
+            versions[&user],
+            (1..=100).collect::<Vec<i64>>(),
+            "user {user}"
+        );
+    }
+    eventually(
+        Duration::from_secs(10),
+        "the backlog to be marked published",
+        || async {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM plansync.outbox WHERE published_at IS NULL",
+            )
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+            (n == 0).then_some(())
+        },
+    )
+    .await;
+    cancel.cancel();
+    relay_task.await.unwrap();
+}
+
+#[tokio::test]
+async fn two_relays_on_one_outbox_keep_each_users_order() {
+    let app = TestApp::spawn().await;
+    let users = 8i64;
+    let per_user = 150i64;
+    for user in 1..=users {
+        app.add_user(user).await;
+    }
+    let mut sub = Subscriber::start(
+        &redis_url(),
+        &format!("{}plan-deltas:user:*", app.redis_prefix),
+    )
+    .await;
+    let cancel = CancellationToken::new();
+    let mut relays = Vec::new();
+    for _ in 0..2 {
+        let relay = Relay::new(
+            app.pool.clone(),
+            redis_settings(&app, redis_url(), DeltaMode::Json),
+            RelaySettings {
+                batch_rows: 7,
+                batch_users: 3,
+                ..fast_relay()
+            },
+        )
+        .unwrap();
+        relays.push(tokio::spawn(relay.run(cancel.clone())));
+    }
+    // Writers commit concurrently with the relays running.
+    let mut writers = Vec::new();
+    for user in 1..=users {
+        let pool = app.pool.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..per_user {
+                let mut tx = pool.begin().await.unwrap();
+                let mut batch = DeltaBatch::new();
+                batch.deleted(UserId(user), AppointmentId(i));
+                batch.write(&mut tx, 50).await.unwrap();
+                tx.commit().await.unwrap();
+            }
+        }));
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let expected = (users * per_user) as usize;
+    let mut received: HashMap<i64, Vec<i64>> = HashMap::new();
+    let mut unique = 0usize;
+    let mut duplicates = 0usize;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while unique < expected {
+        let (_, payload) = tokio::time::timeout_at(deadline, sub.messages.recv())
+            .await
+            .expect("all deltas arrive")
+            .unwrap();
+        let message: UserDeltaMessage = serde_json::from_slice(&payload).unwrap();
+        for delta in message.deltas {
+            let version = delta.version.unwrap();
+            let seen = received.entry(message.user_id.0).or_default();
+            match seen.last() {
+                Some(&last) if version <= last => duplicates += 1,
+                Some(&last) => {
+                    assert_eq!(
+                        version,
+                        last + 1,
+                        "user {} skipped or reordered",
+                        message.user_id
+                    );
+                    seen.push(version);
+                    unique += 1;
+                }
+                None => {
+                    assert_eq!(version, 1, "user {} started late", message.user_id);
+                    seen.push(version);
+                    unique += 1;
+                }
+            }
+        }
+    }
+    println!("two relays: {expected} deltas delivered in order, {duplicates} duplicates");
+    cancel.cancel();
+    for r in relays {
+        r.await.unwrap();
+    }
+}

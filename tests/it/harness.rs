@@ -1,0 +1,266 @@
+//! `TestApp`: a freshly migrated database of its own on the real PostgreSQL
+//! and a Redis channel prefix of its own per test, so tests run in parallel
+//! and leave nothing behind (the database is dropped when the app is).
+
+#![allow(dead_code)]
+
+use std::process::Output;
+use std::time::Duration;
+
+use plansync::config::{DatabaseSettings, Env};
+use plansync::crypto::TokenCipher;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, Executor, PgConnection, PgPool};
+use tokio::io::AsyncWriteExt;
+
+/// The server tests run against; `DATABASE_URL`'s host and credentials are
+/// reused with a fresh database name.
+fn server_url() -> url::Url {
+    let base = std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| DatabaseSettings::DEFAULT_URL.to_owned());
+    url::Url::parse(&base).expect("DATABASE_URL is a URL")
+}
+
+fn url_for(database: &str) -> String {
+    let mut url = server_url();
+    url.set_path(database);
+    url.to_string()
+}
+
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned())
+}
+
+pub struct TestApp {
+    pub db_name: String,
+    pub database_url: String,
+    pub pool: PgPool,
+    pub redis_prefix: String,
+    pub token_key: String,
+}
+
+impl TestApp {
+    /// A new database with every migration applied.
+    pub async fn spawn() -> TestApp {
+        let app = TestApp::unmigrated().await;
+        plansync::store::migrate::run(&app.db_settings())
+            .await
+            .expect("migrations apply");
+        app
+    }
+
+    /// A new, empty database (for tests of `migrate` itself).
+    pub async fn unmigrated() -> TestApp {
+        let db_name = format!("plansync_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&url_for("postgres"))
+            .await
+            .expect("PostgreSQL answers (see README: services)");
+        admin
+            .execute(format!("CREATE DATABASE \"{db_name}\"").as_str())
+            .await
+            .expect("create test database");
+        let database_url = url_for(&db_name);
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .connect(&database_url)
+            .await
+            .expect("connect to test database");
+        TestApp {
+            redis_prefix: format!("test:{db_name}:"),
+            db_name,
+            database_url,
+            pool,
+            token_key: TokenCipher::generate_key(),
+        }
+    }
+
+    pub fn db_settings(&self) -> DatabaseSettings {
+        DatabaseSettings::from_env(&Env::from_pairs([("DATABASE_URL", &self.database_url)]))
+            .expect("valid test DATABASE_URL")
+    }
+
+    pub fn cipher(&self) -> TokenCipher {
+        TokenCipher::from_base64(&self.token_key).unwrap()
+    }
+
+    pub async fn add_user(&self, id: i64) {
+        sqlx::query("INSERT INTO users (id) VALUES ($1)")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .expect("insert user");
+    }
+
+    /// The `plansync` binary with this app's environment and nothing else
+    /// inherited that could change its behaviour.
+    pub fn command(&self) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_plansync"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", &self.database_url)
+            .env("REDIS_URL", redis_url())
+            .env("PLANSYNC_REDIS_PREFIX", &self.redis_prefix)
+            .env("PLANSYNC_TOKEN_KEY", &self.token_key)
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs the binary with `args` and `stdin`, bounded in time.
+    pub async fn run(&self, args: &[&str], stdin: &str) -> Output {
+        run_command(self.command(), args, stdin).await
+    }
+}
+
+pub async fn run_command(mut cmd: tokio::process::Command, args: &[&str], stdin: &str) -> Output {
+    cmd.args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn plansync");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).await.unwrap();
+    drop(input);
+    tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("plansync finished within 120 s")
+        .expect("plansync ran")
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // Drop runs outside any runtime guarantee, so the cleanup gets its own
+        // thread and runtime; WITH (FORCE) ends the pool's open sessions.
+        let name = self.db_name.clone();
+        let admin_url = url_for("postgres");
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
+                    let _ = admin
+                        .execute(
+                            format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str(),
+                        )
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing the test after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A `redis-server` of the test's own, on a free port, so a test can stop
+/// and restart it without touching the shared one.
+pub struct PrivateRedis {
+    pub port: u16,
+    child: Option<std::process::Child>,
+    extra_args: Vec<String>,
+}
+
+impl PrivateRedis {
+    pub async fn start() -> PrivateRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = PrivateRedis {
+            port,
+            child: None,
+            extra_args: Vec::new(),
+        };
+        redis.spawn().await;
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn spawn(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&self.extra_args)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs (see scripts/services)");
+        self.child = Some(child);
+        let url = if let Some(i) = self.extra_args.iter().position(|a| a == "--requirepass") {
+            format!(
+                "redis://:{}@127.0.0.1:{}",
+                self.extra_args[i + 1],
+                self.port
+            )
+        } else {
+            self.url()
+        };
+        let client = redis::Client::open(url).unwrap();
+        eventually(Duration::from_secs(10), "private redis to answer", || {
+            let client = client.clone();
+            async move {
+                let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+                redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .ok()
+            }
+        })
+        .await;
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same port, with `args` added (e.g. a password).
+    pub async fn restart_with(&mut self, args: &[&str]) {
+        self.stop();
+        self.extra_args = args.iter().map(|a| a.to_string()).collect();
+        self.spawn().await;
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
