@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use plansync::fake_google::{FakeGoogle, FakeGoogleOptions};
+use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Debug, clap::Args)]
 pub struct FakeGoogleArgs {
@@ -21,6 +22,9 @@ pub struct FakeGoogleArgs {
 }
 
 pub async fn run(args: FakeGoogleArgs) -> anyhow::Result<ExitCode> {
+    // Handlers first: whoever reads `listening on` may signal at once.
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let server = FakeGoogle::start(FakeGoogleOptions {
         addr: args.addr,
         fixtures: Some(args.fixtures.clone()),
@@ -36,18 +40,11 @@ pub async fn run(args: FakeGoogleArgs) -> anyhow::Result<ExitCode> {
         "listening on {}",
         server.addr()
     );
-    shutdown_signal().await?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
     tracing::info!("shutting down");
     server.shutdown().await;
     Ok(ExitCode::SUCCESS)
-}
-
-async fn shutdown_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    tokio::select! {
-        res = tokio::signal::ctrl_c() => res.context("waiting for SIGINT")?,
-        _ = term.recv() => {}
-    }
-    Ok(())
 }
