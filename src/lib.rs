@@ -16,4 +16,5 @@ pub mod ids;
 pub mod model;
 pub mod status;
 pub mod store;
+pub mod sync;
 pub mod telemetry;

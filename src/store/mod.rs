@@ -5,7 +5,10 @@
 //! [`StoreError`] tells a caller what to do next: `Unavailable` is worth a
 //! retry, everything else is final for the operation that got it.
 
+pub mod appointments;
+pub mod conflicts;
 pub mod connections;
+pub mod links;
 pub mod migrate;
 pub mod outbox;
 pub mod status;

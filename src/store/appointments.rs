@@ -1,0 +1,321 @@
+//! The host's `appointments` as the worker reads and writes them, together
+//! with their links.
+//!
+//! Every write here runs inside a caller's transaction that has set
+//! `plansync.origin = 'google'` (see [`mark_origin_google`]), so the host's
+//! triggers do not mistake the worker's own writes for local changes to push
+//! back. Writes are batched: one statement per kind of change per page,
+//! whatever the page's size.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
+use super::StoreError;
+use crate::ids::{AppointmentId, ConnectionId, Etag, EventId, UserId};
+use crate::model::AppointmentFields;
+
+/// Marks the transaction's writes as the worker's own.
+pub async fn mark_origin_google(conn: &mut PgConnection) -> Result<(), StoreError> {
+    sqlx::query("SELECT set_config('plansync.origin', 'google', true)")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// An appointment row with its link, as read for reconciling a page.
+#[derive(Debug, Clone)]
+pub struct LinkedAppointment {
+    pub link_id: i64,
+    pub event_id: EventId,
+    pub appointment_id: AppointmentId,
+    pub etag: Option<Etag>,
+    /// `None` when the host deleted the appointment and its push is pending.
+    pub row: Option<AppointmentRow>,
+    /// A push of a local change waits (queued) or was parked (dead).
+    pub pending_push: bool,
+}
+
+/// The columns of one appointment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppointmentRow {
+    pub id: AppointmentId,
+    pub user_id: UserId,
+    pub fields: AppointmentFields,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct RowWithLink {
+    link_id: i64,
+    event_id: EventId,
+    appointment_id: AppointmentId,
+    etag: Option<Etag>,
+    pending_push: bool,
+    user_id: Option<UserId>,
+    summary: Option<String>,
+    description: Option<String>,
+    location: Option<String>,
+    start_at: Option<DateTime<Utc>>,
+    end_at: Option<DateTime<Utc>>,
+    start_time_zone: Option<String>,
+    end_time_zone: Option<String>,
+    all_day: Option<bool>,
+    created_at: Option<DateTime<Utc>>,
+    updated_at: Option<DateTime<Utc>>,
+}
+
+impl RowWithLink {
+    fn into_linked(self) -> LinkedAppointment {
+        let row = match (
+            self.user_id,
+            self.summary,
+            self.start_at,
+            self.end_at,
+            self.all_day,
+            self.created_at,
+            self.updated_at,
+        ) {
+            (
+                Some(user_id),
+                Some(summary),
+                Some(start_at),
+                Some(end_at),
+                Some(all_day),
+                Some(created_at),
+                Some(updated_at),
+            ) => Some(AppointmentRow {
+                id: self.appointment_id,
+                user_id,
+                fields: AppointmentFields {
+                    summary,
+                    description: self.description,
+                    location: self.location,
+                    start_at,
+                    end_at,
+                    start_time_zone: self.start_time_zone,
+                    end_time_zone: self.end_time_zone,
+                    all_day,
+                },
+                created_at,
+                updated_at,
+            }),
+            _ => None,
+        };
+        LinkedAppointment {
+            link_id: self.link_id,
+            event_id: self.event_id,
+            appointment_id: self.appointment_id,
+            etag: self.etag,
+            row,
+            pending_push: self.pending_push,
+        }
+    }
+}
+
+/// The connection's links for `event_ids`, with their appointments (locked
+/// for update, so a concurrent host edit waits for this page's commit).
+pub async fn load_linked(
+    conn: &mut PgConnection,
+    connection: ConnectionId,
+    event_ids: &[&str],
+) -> Result<Vec<LinkedAppointment>, StoreError> {
+    let rows = sqlx::query_as::<_, RowWithLink>(
+        "SELECT l.id AS link_id, l.event_id, l.appointment_id, l.etag, \
+             EXISTS (SELECT 1 FROM plansync.jobs j WHERE j.kind = 'push' \
+                 AND j.appointment_id = l.appointment_id \
+                 AND j.state IN ('queued', 'dead')) AS pending_push, \
+             a.user_id, a.summary, a.description, a.location, a.start_at, a.end_at, \
+             a.start_time_zone, a.end_time_zone, a.all_day, a.created_at, a.updated_at \
+         FROM plansync.links l \
+         LEFT JOIN public.appointments a ON a.id = l.appointment_id \
+         WHERE l.connection_id = $1 AND l.event_id = ANY($2) \
+         FOR UPDATE OF l",
+    )
+    .bind(connection)
+    .bind(event_ids)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(RowWithLink::into_linked).collect())
+}
+
+/// A new appointment from Google, with what its link must remember.
+#[derive(Debug, Clone)]
+pub struct NewLinked<'a> {
+    pub event_id: &'a EventId,
+    pub etag: &'a Etag,
+    pub remote_updated_at: DateTime<Utc>,
+    pub fields: &'a AppointmentFields,
+}
+
+/// Columns of a batch, transposed for `UNNEST`.
+#[derive(Default)]
+struct FieldColumns {
+    summary: Vec<String>,
+    description: Vec<Option<String>>,
+    location: Vec<Option<String>>,
+    start_at: Vec<DateTime<Utc>>,
+    end_at: Vec<DateTime<Utc>>,
+    start_tz: Vec<Option<String>>,
+    end_tz: Vec<Option<String>>,
+    all_day: Vec<bool>,
+}
+
+impl FieldColumns {
+    fn push(&mut self, f: &AppointmentFields) {
+        self.summary.push(f.summary.clone());
+        self.description.push(f.description.clone());
+        self.location.push(f.location.clone());
+        self.start_at.push(f.start_at);
+        self.end_at.push(f.end_at);
+        self.start_tz.push(f.start_time_zone.clone());
+        self.end_tz.push(f.end_time_zone.clone());
+        self.all_day.push(f.all_day);
+    }
+}
+
+/// Inserts appointments of `user` and their links on `connection` in one
+/// statement. Returns the new rows in input order.
+pub async fn insert_linked(
+    conn: &mut PgConnection,
+    user: UserId,
+    connection: ConnectionId,
+    generation: Option<i64>,
+    items: &[NewLinked<'_>],
+) -> Result<Vec<AppointmentRow>, StoreError> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut cols = FieldColumns::default();
+    let mut event_ids = Vec::with_capacity(items.len());
+    let mut etags = Vec::with_capacity(items.len());
+    let mut remote_updated = Vec::with_capacity(items.len());
+    for item in items {
+        cols.push(item.fields);
+        event_ids.push(item.event_id.as_str());
+        etags.push(item.etag.as_str());
+        remote_updated.push(item.remote_updated_at);
+    }
+    // Ids are drawn up front (in input order) so each link can name its
+    // appointment in the same statement; the CTE is evaluated exactly once.
+    let rows: Vec<(i64, AppointmentId, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "WITH input AS MATERIALIZED ( \
+             SELECT nextval(pg_get_serial_sequence('public.appointments', 'id')) AS id, t.* \
+             FROM UNNEST($3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TIMESTAMPTZ[], \
+                         $8::TIMESTAMPTZ[], $9::TEXT[], $10::TEXT[], $11::BOOLEAN[], \
+                         $12::TEXT[], $13::TIMESTAMPTZ[]) WITH ORDINALITY \
+                 AS t(event_id, summary, description, location, start_at, end_at, \
+                      start_tz, end_tz, all_day, etag, remote_updated, ord)), \
+         inserted AS ( \
+             INSERT INTO public.appointments (id, user_id, summary, description, location, \
+                 start_at, end_at, start_time_zone, end_time_zone, all_day, created_at, updated_at) \
+             SELECT id, $1, summary, description, location, start_at, end_at, start_tz, end_tz, \
+                 all_day, now(), now() FROM input \
+             RETURNING id, created_at, updated_at), \
+         linked AS ( \
+             INSERT INTO plansync.links (connection_id, appointment_id, event_id, etag, \
+                 remote_updated_at, seen_generation) \
+             SELECT $2, id, event_id, etag, remote_updated, $14 FROM input) \
+         SELECT input.ord, inserted.id, inserted.created_at, inserted.updated_at \
+         FROM input JOIN inserted USING (id) ORDER BY input.ord",
+    )
+    .bind(user)
+    .bind(connection)
+    .bind(&event_ids)
+    .bind(&cols.summary)
+    .bind(&cols.description)
+    .bind(&cols.location)
+    .bind(&cols.start_at)
+    .bind(&cols.end_at)
+    .bind(&cols.start_tz)
+    .bind(&cols.end_tz)
+    .bind(&cols.all_day)
+    .bind(&etags)
+    .bind(&remote_updated)
+    .bind(generation)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .zip(items)
+        .map(|((_, id, created_at, updated_at), item)| AppointmentRow {
+            id,
+            user_id: user,
+            fields: item.fields.clone(),
+            created_at,
+            updated_at,
+        })
+        .collect())
+}
+
+/// Overwrites appointments with Google's values. Returns the rows as written,
+/// in input order.
+pub async fn update_fields(
+    conn: &mut PgConnection,
+    items: &[(AppointmentId, &AppointmentFields)],
+) -> Result<Vec<AppointmentRow>, StoreError> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut cols = FieldColumns::default();
+    let ids: Vec<AppointmentId> = items.iter().map(|(id, _)| *id).collect();
+    for (_, fields) in items {
+        cols.push(fields);
+    }
+    let rows: Vec<(AppointmentId, UserId, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "UPDATE public.appointments a SET summary = t.summary, description = t.description, \
+             location = t.location, start_at = t.start_at, end_at = t.end_at, \
+             start_time_zone = t.start_tz, end_time_zone = t.end_tz, all_day = t.all_day, \
+             updated_at = now() \
+         FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TIMESTAMPTZ[], \
+                     $6::TIMESTAMPTZ[], $7::TEXT[], $8::TEXT[], $9::BOOLEAN[]) \
+             AS t(id, summary, description, location, start_at, end_at, start_tz, end_tz, all_day) \
+         WHERE a.id = t.id \
+         RETURNING a.id, a.user_id, a.created_at, a.updated_at",
+    )
+    .bind(&ids)
+    .bind(&cols.summary)
+    .bind(&cols.description)
+    .bind(&cols.location)
+    .bind(&cols.start_at)
+    .bind(&cols.end_at)
+    .bind(&cols.start_tz)
+    .bind(&cols.end_tz)
+    .bind(&cols.all_day)
+    .fetch_all(conn)
+    .await?;
+    let by_id: std::collections::HashMap<AppointmentId, (UserId, DateTime<Utc>, DateTime<Utc>)> =
+        rows.into_iter()
+            .map(|(id, u, c, up)| (id, (u, c, up)))
+            .collect();
+    Ok(items
+        .iter()
+        .filter_map(|(id, fields)| {
+            by_id
+                .get(id)
+                .map(|(user_id, created_at, updated_at)| AppointmentRow {
+                    id: *id,
+                    user_id: *user_id,
+                    fields: (*fields).clone(),
+                    created_at: *created_at,
+                    updated_at: *updated_at,
+                })
+        })
+        .collect())
+}
+
+/// Deletes appointments. Returns (id, user) of the rows that existed.
+pub async fn delete(
+    conn: &mut PgConnection,
+    ids: &[AppointmentId],
+) -> Result<Vec<(AppointmentId, UserId)>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(
+        sqlx::query_as("DELETE FROM public.appointments WHERE id = ANY($1) RETURNING id, user_id")
+            .bind(ids)
+            .fetch_all(conn)
+            .await?,
+    )
+}
