@@ -10,6 +10,7 @@
 pub mod config;
 pub mod crypto;
 pub mod deltas;
+pub mod fake_google;
 pub mod google;
 pub mod ids;
 pub mod model;

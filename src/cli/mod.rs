@@ -3,6 +3,7 @@
 //! stderr. Exit status: 0 success, 2 usage error (clap), 1 anything else.
 
 mod admin;
+mod fake_google;
 
 use std::process::ExitCode;
 
@@ -30,6 +31,8 @@ enum Command {
     Disconnect(admin::DisconnectArgs),
     /// Show connections, the job queue and the outbox.
     Status(admin::StatusArgs),
+    /// Serve the Google Calendar API + OAuth emulator (demo, local repro).
+    FakeGoogle(fake_google::FakeGoogleArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -53,6 +56,7 @@ pub fn main() -> ExitCode {
             Command::Connect(args) => admin::connect(&env, args).await,
             Command::Disconnect(args) => admin::disconnect(&env, args).await,
             Command::Status(args) => admin::status(&env, args).await,
+            Command::FakeGoogle(args) => fake_google::run(args).await,
         }
     });
     match result {

@@ -4,4 +4,5 @@
 mod harness;
 
 mod deltas;
+mod fake_google;
 mod foundation;
