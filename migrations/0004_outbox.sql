@@ -6,7 +6,9 @@ CREATE TABLE plansync.outbox (
     id BIGSERIAL PRIMARY KEY,
     user_id BIGINT NOT NULL REFERENCES public.users(id) ON DELETE CASCADE,
     version BIGINT NOT NULL,
-    delta JSONB NOT NULL,
+    -- JSON, not JSONB: the text is kept as written, so the relay can splice it
+    -- into a message without parsing it again.
+    delta JSON NOT NULL,
     created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     published_at TIMESTAMPTZ,
     UNIQUE (user_id, version)

@@ -32,6 +32,9 @@ pub enum PublishError {
     /// the outbox keeps everything meanwhile.
     #[error("redis is unavailable: {0}")]
     Unavailable(#[from] redis::RedisError),
+    /// An outbox row is not valid JSON: only a hand-edited row can do this.
+    #[error("an outbox row is not valid JSON: {0}")]
+    Corrupt(#[source] serde_json::Error),
 }
 
 pub fn json_channel(prefix: &str, user: UserId) -> String {
@@ -46,6 +49,22 @@ fn room(user: UserId) -> String {
     format!("user:{user}")
 }
 
+/// The JSON message from deltas already serialized (as the outbox keeps
+/// them), spliced without parsing them again.
+pub fn json_message_raw(user: UserId, deltas: &[&str]) -> Vec<u8> {
+    let len: usize = deltas.iter().map(|d| d.len() + 1).sum();
+    let mut out = Vec::with_capacity(len + 32);
+    out.extend_from_slice(format!("{{\"userId\":{user},\"deltas\":[").as_bytes());
+    for (i, delta) in deltas.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(delta.as_bytes());
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
 pub fn json_message(user: UserId, deltas: &[PlanItemDelta]) -> Vec<u8> {
     serde_json::to_vec(&UserDeltaMessage {
         user_id: user,
@@ -55,10 +74,10 @@ pub fn json_message(user: UserId, deltas: &[PlanItemDelta]) -> Vec<u8> {
 }
 
 #[derive(Serialize)]
-struct EmitterPacket<'a> {
+struct EmitterPacket<'a, P: Serialize> {
     #[serde(rename = "type")]
     kind: u8,
-    data: (&'static str, &'a PlanItemDeltaPayload),
+    data: (&'static str, &'a P),
     nsp: &'static str,
 }
 
@@ -75,14 +94,33 @@ const PACKET_EVENT: u8 = 2;
 const EMITTER_UID: &str = "emitter";
 
 pub fn socketio_message(user: UserId, deltas: &[PlanItemDelta]) -> Vec<u8> {
-    let payload = PlanItemDeltaPayload {
-        deltas: deltas.to_vec(),
-    };
+    emitter_message(
+        user,
+        &PlanItemDeltaPayload {
+            deltas: deltas.to_vec(),
+        },
+    )
+}
+
+/// The emitter message from deltas as the outbox keeps them (JSON text).
+pub fn socketio_message_raw(user: UserId, deltas: &[&str]) -> Result<Vec<u8>, serde_json::Error> {
+    #[derive(Serialize)]
+    struct Payload {
+        deltas: Vec<serde_json::Value>,
+    }
+    let deltas = deltas
+        .iter()
+        .map(|d| serde_json::from_str(d))
+        .collect::<Result<_, _>>()?;
+    Ok(emitter_message(user, &Payload { deltas }))
+}
+
+fn emitter_message<P: Serialize>(user: UserId, payload: &P) -> Vec<u8> {
     let message = (
         EMITTER_UID,
         EmitterPacket {
             kind: PACKET_EVENT,
-            data: (EVENT_NAME, &payload),
+            data: (EVENT_NAME, payload),
             nsp: "/",
         },
         EmitterOptions {
@@ -126,11 +164,8 @@ impl Publisher {
     }
 
     /// Publishes each (user, deltas) group in the configured format(s), in
-    /// order, in one round trip.
-    pub async fn publish(
-        &mut self,
-        groups: &[(UserId, Vec<PlanItemDelta>)],
-    ) -> Result<(), PublishError> {
+    /// order, in one round trip. Deltas are JSON text as the outbox keeps them.
+    pub async fn publish(&mut self, groups: &[(UserId, Vec<&str>)]) -> Result<(), PublishError> {
         if groups.is_empty() {
             return Ok(());
         }
@@ -140,14 +175,15 @@ impl Publisher {
             if mode.json() {
                 pipe.publish(
                     json_channel(&self.settings.prefix, *user),
-                    json_message(*user, deltas),
+                    json_message_raw(*user, deltas),
                 )
                 .ignore();
             }
             if mode.socketio() {
+                let message = socketio_message_raw(*user, deltas).map_err(PublishError::Corrupt)?;
                 pipe.publish(
                     socketio_channel(&self.settings.socketio_key, *user),
-                    socketio_message(*user, deltas),
+                    message,
                 )
                 .ignore();
             }
@@ -195,6 +231,27 @@ mod tests {
         );
         // Maps carry field names (fixmap 0x8N with a "type" key), not arrays.
         assert!(bytes.windows(4).any(|w| w == b"type"));
+    }
+
+    #[test]
+    fn raw_messages_equal_the_typed_ones() {
+        let deltas = vec![
+            PlanItemDelta::appointment_deleted(AppointmentId(9), 3),
+            PlanItemDelta::plan_updated(4),
+        ];
+        let raw: Vec<String> = deltas
+            .iter()
+            .map(|d| serde_json::to_string(d).unwrap())
+            .collect();
+        let raw: Vec<&str> = raw.iter().map(String::as_str).collect();
+        assert_eq!(
+            json_message_raw(UserId(5), &raw),
+            json_message(UserId(5), &deltas)
+        );
+        assert_eq!(
+            socketio_message_raw(UserId(5), &raw).unwrap(),
+            socketio_message(UserId(5), &deltas)
+        );
     }
 
     #[test]

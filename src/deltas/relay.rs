@@ -21,7 +21,6 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::publish::{PublishError, Publisher};
-use super::PlanItemDelta;
 use crate::config::RedisSettings;
 use crate::ids::UserId;
 use crate::store::{self, StoreError};
@@ -96,13 +95,13 @@ impl Relay {
             return Ok(0);
         }
         // Consecutive rows of one user share one message.
-        let mut groups: Vec<(UserId, Vec<PlanItemDelta>)> = Vec::new();
+        let mut groups: Vec<(UserId, Vec<&str>)> = Vec::new();
         let mut ids = Vec::with_capacity(rows.len());
-        for row in rows {
+        for row in &rows {
             ids.push(row.id);
             match groups.last_mut() {
-                Some((user, deltas)) if *user == row.user_id => deltas.push(row.delta.0),
-                _ => groups.push((row.user_id, vec![row.delta.0])),
+                Some((user, deltas)) if *user == row.user_id => deltas.push(&row.delta),
+                _ => groups.push((row.user_id, vec![&row.delta])),
             }
         }
         // On error the transaction is dropped, which rolls back: rows stay.

@@ -55,11 +55,11 @@ pub async fn append(
         let version = first + i as i64;
         delta.version = Some(version);
         versions.push(version);
-        bodies.push(serde_json::to_value(&*delta).expect("deltas serialize"));
+        bodies.push(serde_json::to_string(&*delta).expect("deltas serialize"));
     }
     sqlx::query(
         "INSERT INTO plansync.outbox (user_id, version, delta) \
-         SELECT $1, v, d FROM UNNEST($2::BIGINT[], $3::JSONB[]) AS t(v, d)",
+         SELECT $1, v, d::JSON FROM UNNEST($2::BIGINT[], $3::TEXT[]) AS t(v, d)",
     )
     .bind(user)
     .bind(&versions)
@@ -80,7 +80,8 @@ pub struct OutboxRow {
     pub id: i64,
     pub user_id: UserId,
     pub version: i64,
-    pub delta: sqlx::types::Json<PlanItemDelta>,
+    /// The delta's JSON exactly as it was written.
+    pub delta: String,
 }
 
 /// Within the relay's transaction: takes the per-user locks of up to
@@ -92,12 +93,21 @@ pub async fn claim_batch(
     max_users: i64,
     max_rows: i64,
 ) -> Result<Vec<OutboxRow>, StoreError> {
-    // The LIMIT subquery is evaluated on its own, so the lock function runs
-    // exactly once per candidate and every lock taken is a user returned.
+    // Distinct users by a loose index scan (one index probe per user rather
+    // than a pass over every pending row). The LIMIT subquery is evaluated on
+    // its own, so the lock function runs exactly once per candidate and every
+    // lock taken is a user returned.
     let locked: Vec<i64> = sqlx::query_scalar(
-        "SELECT user_id FROM ( \
-             SELECT DISTINCT user_id FROM plansync.outbox WHERE published_at IS NULL \
-             ORDER BY user_id LIMIT $1) candidates \
+        "WITH RECURSIVE pending(user_id) AS ( \
+             (SELECT user_id FROM plansync.outbox WHERE published_at IS NULL \
+              ORDER BY user_id LIMIT 1) \
+             UNION ALL \
+             SELECT (SELECT o.user_id FROM plansync.outbox o \
+                     WHERE o.published_at IS NULL AND o.user_id > p.user_id \
+                     ORDER BY o.user_id LIMIT 1) \
+             FROM pending p WHERE p.user_id IS NOT NULL) \
+         SELECT user_id FROM ( \
+             SELECT user_id FROM pending WHERE user_id IS NOT NULL LIMIT $1) candidates \
          WHERE pg_try_advisory_xact_lock($2, (user_id % 2147483647)::INT)",
     )
     .bind(max_users)
@@ -110,7 +120,7 @@ pub async fn claim_batch(
     // A fresh statement, so rows another relay marked before we got the lock
     // are seen as published.
     let rows = sqlx::query_as::<_, OutboxRow>(
-        "SELECT id, user_id, version, delta FROM plansync.outbox \
+        "SELECT id, user_id, version, delta::TEXT AS delta FROM plansync.outbox \
          WHERE published_at IS NULL AND user_id = ANY($1) \
          ORDER BY user_id, version LIMIT $2",
     )
