@@ -847,3 +847,29 @@ async fn watch_opens_a_channel_and_stop_closes_it() {
         .unwrap_err();
     assert!(matches!(again, GoogleError::NotFound { .. }), "{again:?}");
 }
+
+#[tokio::test]
+async fn concurrent_calls_of_one_connection_share_one_refresh() {
+    let s = Setup::start().await;
+    let client = s.client();
+    let query = ListQuery::full(time_min());
+    let calendar = primary();
+    let calls = (0..5).map(|_| client.list_page(&calendar, &query));
+    for result in futures::future::join_all(calls).await {
+        result.expect("list succeeds");
+    }
+    assert_eq!(s.token_calls(), 1);
+}
+
+/// hyper-rustls with aws-lc-rs beside google-calendar3's ring panics at start
+/// (DESIGN.md): the lock file must hold one rustls, on ring.
+#[test]
+fn no_aws_lc_rs_in_the_dependency_graph() {
+    let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.lock"))
+        .expect("Cargo.lock is readable");
+    assert!(
+        !lock.contains("name = \"aws-lc"),
+        "aws-lc-rs crept into Cargo.lock"
+    );
+    assert!(lock.contains("name = \"ring\""));
+}
