@@ -184,25 +184,7 @@ impl CalendarClient {
         let events = self
             .refreshing_once(|| self.list_page_once(calendar, query))
             .await?;
-        let calendar_time_zone = events.time_zone.filter(|z| !z.is_empty());
-        let events_out = events
-            .items
-            .unwrap_or_default()
-            .iter()
-            .map(|e| remote_event(e, calendar_time_zone.as_deref()))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(EventPage {
-            events: events_out,
-            next_page_token: events
-                .next_page_token
-                .filter(|t| !t.is_empty())
-                .map(PageToken),
-            next_sync_token: events
-                .next_sync_token
-                .filter(|t| !t.is_empty())
-                .map(SyncToken),
-            calendar_time_zone,
-        })
+        event_page(events)
     }
 
     async fn list_page_once(
@@ -524,8 +506,79 @@ impl CalendarClient {
     }
 }
 
+/// Maps a whole page; one unreadable event fails the page, so nothing is
+/// silently skipped (and the sync token is never advanced past it).
+fn event_page(events: Events) -> Result<EventPage, GoogleError> {
+    let calendar_time_zone = events.time_zone.filter(|z| !z.is_empty());
+    let mapped = events
+        .items
+        .unwrap_or_default()
+        .iter()
+        .map(|e| remote_event(e, calendar_time_zone.as_deref()))
+        .collect::<Result<Vec<_>, _>>()?;
+    if events.next_page_token.is_some() && events.next_sync_token.is_some() {
+        return Err(GoogleError::Malformed {
+            detail: "a page with both nextPageToken and nextSyncToken".to_owned(),
+        });
+    }
+    Ok(EventPage {
+        events: mapped,
+        next_page_token: events
+            .next_page_token
+            .filter(|t| !t.is_empty())
+            .map(PageToken),
+        next_sync_token: events
+            .next_sync_token
+            .filter(|t| !t.is_empty())
+            .map(SyncToken),
+        calendar_time_zone,
+    })
+}
+
 fn parse_event(bytes: &[u8]) -> Result<Event, GoogleError> {
     serde_json::from_slice(bytes).map_err(|e| GoogleError::Malformed {
         detail: format!("invalid event JSON: {e}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(v: Value) -> Events {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn one_unreadable_event_fails_the_whole_page() {
+        let err = event_page(page(json!({
+            "timeZone": "Europe/Berlin",
+            "nextSyncToken": "tok",
+            "items": [
+                {"id": "good1", "etag": "\"1\"", "status": "confirmed", "updated": "2026-06-01T10:00:00Z",
+                 "start": {"dateTime": "2026-06-10T12:00:00Z"}, "end": {"dateTime": "2026-06-10T13:00:00Z"}},
+                {"id": "bad1", "etag": "\"1\"", "status": "confirmed", "updated": "2026-06-01T10:00:00Z",
+                 "end": {"dateTime": "2026-06-10T13:00:00Z"}}
+            ]
+        })))
+        .unwrap_err();
+        assert!(
+            matches!(&err, GoogleError::Malformed { detail } if detail.contains("bad1")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_readable_page_keeps_the_calendar_zone_and_tokens() {
+        let p = event_page(page(json!({
+            "timeZone": "Europe/Berlin",
+            "nextPageToken": "p2",
+            "items": [{"id": "gone1", "status": "cancelled"}]
+        })))
+        .unwrap();
+        assert_eq!(p.calendar_time_zone.as_deref(), Some("Europe/Berlin"));
+        assert_eq!(p.next_page_token, Some(PageToken("p2".into())));
+        assert_eq!(p.next_sync_token, None);
+        assert_eq!(p.events.len(), 1);
+    }
 }

@@ -109,10 +109,17 @@ impl GoogleClient {
     /// (e.g. one per job, or cached per connection) so its access token is
     /// reused.
     pub fn calendar_client(&self, refresh_token: RefreshToken) -> CalendarClient {
+        self.calendar_client_with(self.token_provider(refresh_token))
+    }
+
+    /// The client for one connection over an existing token provider, so a
+    /// worker that keeps one provider per connection reuses its access token
+    /// (and its knowledge of a revoked refresh token) across jobs.
+    pub fn calendar_client_with(&self, tokens: TokenProvider) -> CalendarClient {
         CalendarClient::new(
             self.http.clone(),
             (*self.base_url).clone(),
-            self.token_provider(refresh_token),
+            tokens,
             self.call_timeout,
         )
     }

@@ -6,3 +6,4 @@ mod harness;
 mod deltas;
 mod fake_google;
 mod foundation;
+mod google_client;
