@@ -12,6 +12,8 @@ pub mod crypto;
 pub mod deltas;
 pub mod ids;
 pub mod model;
+pub mod queue;
 pub mod status;
 pub mod store;
 pub mod telemetry;
+pub mod worker;

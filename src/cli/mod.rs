@@ -3,6 +3,7 @@
 //! stderr. Exit status: 0 success, 2 usage error (clap), 1 anything else.
 
 mod admin;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -30,6 +31,12 @@ enum Command {
     Disconnect(admin::DisconnectArgs),
     /// Show connections, the job queue and the outbox.
     Status(admin::StatusArgs),
+    /// Run the worker until SIGTERM/SIGINT (or one pass with --once).
+    Run(worker::RunArgs),
+    /// Enqueue a pull (or a full resync) of a user's calendars.
+    Resync(worker::ResyncArgs),
+    /// Manage queued jobs.
+    Jobs(worker::JobsArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -53,6 +60,9 @@ pub fn main() -> ExitCode {
             Command::Connect(args) => admin::connect(&env, args).await,
             Command::Disconnect(args) => admin::disconnect(&env, args).await,
             Command::Status(args) => admin::status(&env, args).await,
+            Command::Run(args) => worker::run(&env, args).await,
+            Command::Resync(args) => worker::resync(&env, args).await,
+            Command::Jobs(args) => worker::jobs(&env, args).await,
         }
     });
     match result {

@@ -6,6 +6,7 @@
 //! retry, everything else is final for the operation that got it.
 
 pub mod connections;
+pub mod jobs;
 pub mod migrate;
 pub mod status;
 
