@@ -24,10 +24,12 @@
 pub mod handler;
 pub mod http;
 
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -378,7 +380,14 @@ impl<H: JobHandler> Worker<H> {
         let result = tokio::select! {
             biased;
             _ = cancel.cancelled() => None,
-            result = inner.handler.run(&ctx, job) => Some(result),
+            result = AssertUnwindSafe(inner.handler.run(&ctx, job)).catch_unwind() => Some(
+                // A panicking handler is a bug, not a reason to leave the job
+                // running until its lease expires.
+                result.unwrap_or_else(|panic| Err(JobError::Retry(format!(
+                    "the job handler panicked: {}",
+                    panic_message(&panic)
+                )))),
+            ),
         };
         heartbeat_done.cancel();
         let _ = heartbeat.await;
@@ -483,4 +492,12 @@ async fn wait_notification(listener: &mut Option<PgListener>) {
         }
         None => std::future::pending().await,
     }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }

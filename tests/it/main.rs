@@ -4,3 +4,5 @@
 mod harness;
 
 mod foundation;
+mod queue;
+mod worker;
