@@ -613,3 +613,29 @@ async fn resync_wait_reports_success_death_and_timeout() {
         .await;
     assert_eq!(out.status.code(), Some(2), "--timeout needs --wait");
 }
+
+#[tokio::test]
+async fn a_panicking_handler_fails_its_job_instead_of_leaving_it_running() {
+    let app = TestApp::spawn().await;
+    app.add_user(1).await;
+    let conn = add_connection(&app, 1, "primary", "default").await;
+    let settings = queue_settings(8, 60, 60);
+    let queue = Queue::new(app.pool.clone(), settings.clone());
+    let id = queue
+        .enqueue(JobKind::Pull, conn, None, false)
+        .await
+        .unwrap();
+    let worker = Worker::new(
+        app.pool.clone(),
+        worker_config("default", settings),
+        FnHandler(|_: JobContext, _: Job| async { panic!("bug in a handler") }),
+    );
+    let pass = worker.run_once().await.unwrap();
+    assert_eq!((pass.ran, pass.failed), (1, 1));
+    let state = job_state(&app, id).await;
+    assert_eq!((state.state.as_str(), state.attempts), ("queued", 1));
+    assert_eq!(
+        state.last_error.as_deref(),
+        Some("the job handler panicked: bug in a handler")
+    );
+}
