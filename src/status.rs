@@ -10,7 +10,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use crate::deltas::timestamp;
-use crate::ids::{CalendarId, ConnectionId, UserId};
+use crate::ids::{CalendarId, ConnectionId, JobId, UserId};
 use crate::store::{self, StoreError};
 
 #[derive(Debug, Clone, Serialize)]
@@ -42,23 +42,60 @@ pub struct ConnectionStatus {
     pub last_conflict: Option<serde_json::Value>,
 }
 
-/// `null` fields until the job queue lands.
+/// The job queue. `depth` counts queued jobs (due or not, claimable or
+/// waiting for their connection to be usable); `oldestDueLagSecs` is how long
+/// the oldest due job a worker could claim right now has waited past its
+/// `run_at`, 0 when there is none.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueStatus {
-    pub depth: Option<i64>,
-    pub oldest_due_lag_secs: Option<f64>,
-    pub running: Option<Vec<serde_json::Value>>,
-    pub dead: Option<Vec<serde_json::Value>>,
+    pub depth: i64,
+    pub oldest_due_lag_secs: f64,
+    pub running: Vec<RunningJob>,
+    pub dead: Vec<DeadJob>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct RunningJob {
+    pub job_id: JobId,
+    pub kind: String,
+    pub connection_id: ConnectionId,
+    /// The worker's host and pid.
+    pub locked_by: Option<String>,
+    #[serde(with = "timestamp::option")]
+    pub locked_until: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadJob {
+    pub job_id: JobId,
+    pub kind: String,
+    pub connection_id: ConnectionId,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+}
+
+impl QueueStatus {
+    pub async fn load(pool: &PgPool, user: Option<UserId>) -> Result<Self, StoreError> {
+        let (depth, oldest_due_lag_secs) = store::jobs::depth_and_lag(pool, user).await?;
+        Ok(QueueStatus {
+            depth,
+            oldest_due_lag_secs,
+            running: store::jobs::running(pool, user).await?,
+            dead: store::jobs::dead(pool, user).await?,
+        })
+    }
 }
 
 /// Deltas written but not yet published to Redis.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OutboxStatus {
-    pub backlog: Option<i64>,
+    pub backlog: i64,
     /// Age of the oldest unpublished delta; 0 when there is none.
-    pub oldest_age_secs: Option<f64>,
+    pub oldest_age_secs: f64,
 }
 
 impl OutboxStatus {
@@ -66,8 +103,8 @@ impl OutboxStatus {
         let (backlog, oldest, now) = store::outbox::backlog(pool, user).await?;
         let age = oldest.map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
         Ok(OutboxStatus {
-            backlog: Some(backlog),
-            oldest_age_secs: Some(age),
+            backlog,
+            oldest_age_secs: age,
         })
     }
 }
@@ -76,7 +113,7 @@ impl StatusReport {
     pub async fn load(pool: &PgPool, user: Option<UserId>) -> Result<Self, StoreError> {
         Ok(StatusReport {
             connections: store::status::connections(pool, user).await?,
-            queue: QueueStatus::default(),
+            queue: QueueStatus::load(pool, user).await?,
             outbox: OutboxStatus::load(pool, user).await?,
         })
     }
@@ -116,9 +153,42 @@ impl StatusReport {
                 let _ = writeln!(out, "      last error: {err}");
             }
         }
-        if let (Some(backlog), Some(age)) = (self.outbox.backlog, self.outbox.oldest_age_secs) {
-            let _ = writeln!(out, "outbox: {backlog} unpublished, oldest {age:.1}s");
+        let q = &self.queue;
+        let _ = writeln!(
+            out,
+            "queue: {} queued, oldest due lag {:.0}s, {} running, {} dead",
+            q.depth,
+            q.oldest_due_lag_secs,
+            q.running.len(),
+            q.dead.len()
+        );
+        for r in &q.running {
+            let _ = writeln!(
+                out,
+                "  running job {} {} connection {} by {} until {}",
+                r.job_id,
+                r.kind,
+                r.connection_id,
+                r.locked_by.as_deref().unwrap_or("?"),
+                when(&r.locked_until)
+            );
         }
+        for d in &q.dead {
+            let _ = writeln!(
+                out,
+                "  dead job {} {} connection {} after {} attempts: {}",
+                d.job_id,
+                d.kind,
+                d.connection_id,
+                d.attempts,
+                d.last_error.as_deref().unwrap_or("")
+            );
+        }
+        let _ = writeln!(
+            out,
+            "outbox: {} unpublished, oldest {:.1}s",
+            self.outbox.backlog, self.outbox.oldest_age_secs
+        );
         out
     }
 }

@@ -49,7 +49,7 @@ fn non_empty(s: &str) -> Result<String, String> {
     Ok(trimmed.to_owned())
 }
 
-fn non_empty_calendar(s: &str) -> Result<CalendarId, String> {
+pub(crate) fn non_empty_calendar(s: &str) -> Result<CalendarId, String> {
     non_empty(s).map(CalendarId)
 }
 

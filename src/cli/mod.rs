@@ -4,6 +4,7 @@
 
 mod admin;
 mod fake_google;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -33,6 +34,12 @@ enum Command {
     Status(admin::StatusArgs),
     /// Serve the Google Calendar API + OAuth emulator (demo, local repro).
     FakeGoogle(fake_google::FakeGoogleArgs),
+    /// Run the worker until SIGTERM/SIGINT (or one pass with --once).
+    Run(worker::RunArgs),
+    /// Enqueue a pull (or a full resync) of a user's calendars.
+    Resync(worker::ResyncArgs),
+    /// Manage queued jobs.
+    Jobs(worker::JobsArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -57,6 +64,9 @@ pub fn main() -> ExitCode {
             Command::Disconnect(args) => admin::disconnect(&env, args).await,
             Command::Status(args) => admin::status(&env, args).await,
             Command::FakeGoogle(args) => fake_google::run(args).await,
+            Command::Run(args) => worker::run(&env, args).await,
+            Command::Resync(args) => worker::resync(&env, args).await,
+            Command::Jobs(args) => worker::jobs(&env, args).await,
         }
     });
     match result {

@@ -75,6 +75,19 @@ pub async fn connect(pool: &PgPool, new: NewConnection<'_>) -> Result<ConnectOut
     .bind(&new.refresh_token_enc)
     .fetch_one(&mut *tx)
     .await?;
+    // Queued jobs follow a region change, so the new region's workers claim them.
+    sqlx::query(
+        "UPDATE plansync.jobs j SET region = c.region, updated_at = now() \
+         FROM plansync.connections c \
+         WHERE c.id = $1 AND j.connection_id = c.id AND j.state = 'queued' \
+           AND j.region <> c.region",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    // The first (or, after re-authorisation, a fresh) full sync, due at once,
+    // committed with the connection so it can never be missing.
+    super::jobs::enqueue(&mut tx, "full_resync", id, None, true).await?;
     tx.commit().await?;
     Ok(ConnectOutcome { id, created })
 }
@@ -95,4 +108,36 @@ pub async fn disconnect(pool: &PgPool, id: ConnectionId) -> Result<(), StoreErro
         return Err(StoreError::UnknownConnection(id));
     }
     Ok(())
+}
+
+/// A connection `resync` targets.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ResyncTarget {
+    pub id: ConnectionId,
+    pub calendar_id: CalendarId,
+    pub needs_reauth: bool,
+}
+
+/// The active connections of `user` (only `calendar`'s, when given), with
+/// their calendar-gone mark cleared: an admin's resync is how a calendar that
+/// answered 404/403 is tried again. Runs in the caller's transaction, which
+/// enqueues the resync jobs.
+pub async fn resync_targets(
+    conn: &mut sqlx::PgConnection,
+    user: UserId,
+    calendar: Option<&CalendarId>,
+) -> Result<Vec<ResyncTarget>, StoreError> {
+    let rows = sqlx::query_as(
+        "UPDATE plansync.connections SET calendar_gone = FALSE, \
+             updated_at = CASE WHEN calendar_gone THEN now() ELSE updated_at END \
+         WHERE user_id = $1 AND active AND ($2::TEXT IS NULL OR calendar_id = $2) \
+         RETURNING id, calendar_id, needs_reauth",
+    )
+    .bind(user)
+    .bind(calendar)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut rows: Vec<ResyncTarget> = rows;
+    rows.sort_by_key(|r| r.id);
+    Ok(rows)
 }

@@ -8,6 +8,7 @@
 pub mod appointments;
 pub mod conflicts;
 pub mod connections;
+pub mod jobs;
 pub mod links;
 pub mod migrate;
 pub mod outbox;

@@ -19,7 +19,8 @@ pub async fn connections(
                  WHERE t.user_id = c.user_id AND t.active \
                  ORDER BY t.push_target DESC, t.id LIMIT 1)) AS push_target, \
              c.last_pull_at, c.sync_token_at, c.needs_reauth, c.calendar_gone, \
-             NULL::BIGINT AS pending_pushes, c.last_error \
+             (SELECT count(*) FROM plansync.jobs j WHERE j.connection_id = c.id \
+                 AND j.kind = 'push' AND j.state IN ('queued', 'running')) AS pending_pushes, c.last_error \
          FROM plansync.connections c \
          WHERE $1::BIGINT IS NULL OR c.user_id = $1 \
          ORDER BY c.id",

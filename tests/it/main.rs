@@ -7,3 +7,5 @@ mod deltas;
 mod fake_google;
 mod foundation;
 mod google_client;
+mod queue;
+mod worker;

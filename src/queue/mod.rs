@@ -1,0 +1,433 @@
+//! The job queue: every sync runs as a job in `plansync.jobs`.
+//!
+//! Guarantees (each is tested in `tests/it/queue.rs`):
+//! - **Dedup.** At most one *queued* job per (kind, connection, appointment):
+//!   an enqueue that finds one returns it. An enqueue while an equal job runs
+//!   leaves exactly one queued follow-up, so a trigger is never lost.
+//! - **Claim exclusivity.** A claim (`FOR UPDATE SKIP LOCKED`) takes only due
+//!   jobs of the worker's region and of kinds its build knows, and never a job
+//!   of a connection that already has one running: a connection's pulls and
+//!   pushes never interleave (a partial unique index backs this). Jobs of a
+//!   connection that is disconnected, needs re-auth or whose calendar is gone
+//!   wait, unclaimed, until it is usable again.
+//! - **Leases.** A claim gets a fresh claim token and `locked_until` = the
+//!   database's `now()` + `PLANSYNC_LEASE_SECS`; the worker's heartbeat extends
+//!   it while the job runs.
+//! - **Fencing.** Every transition of a running job (complete, fail, snooze,
+//!   release, heartbeat, [`Job::fence`]) names the claim token; when it no
+//!   longer matches, the operation changes nothing and reports
+//!   [`JobError::LeaseLost`], and the job stops and writes nothing.
+//!   [`Job::complete_in`] completes inside the caller's transaction, so a
+//!   job's completion commits with its database effects or not at all.
+//! - **Rescue.** A running job whose lease has passed (its worker died or
+//!   stalled) is put back in the queue, the lost run counted as an attempt, and
+//!   runs again.
+//! - **Retry, backoff, dead.** [`JobError::Retry`] spends an attempt and
+//!   re-runs after an exponential backoff with jitter (`backon`: base
+//!   `PLANSYNC_RETRY_BASE_SECS`, factor 2, at most an hour); after
+//!   `PLANSYNC_MAX_ATTEMPTS` spent attempts, or at once on
+//!   [`JobError::Fatal`], the job is dead and kept with its last error until
+//!   `jobs retry --dead`.
+//! - **Snooze.** [`JobError::Snooze`] (a rate limit) re-runs after the given
+//!   delay (Google's `Retry-After`) without spending an attempt.
+//!
+//! When a job goes back to the queue while an equal one is already queued, it
+//! is folded into that one (state `superseded`, pointing at it): the survivor
+//! keeps the later run time and the larger attempt count.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::config::QueueSettings;
+use crate::ids::{AppointmentId, ConnectionId, JobId, UserId};
+use crate::store::{self, StoreError};
+
+/// What a job does. Stored as text; new kinds extend the list (and the
+/// table's `jobs_kind_check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    /// An incremental pull (a full one when the connection has no sync token).
+    Pull,
+    /// A full pull with mark-and-sweep (`connect`, `resync --full`).
+    FullResync,
+    /// Send one appointment's local change to Google.
+    Push,
+    /// Notification channel upkeep.
+    Watch,
+}
+
+impl JobKind {
+    /// Every kind this build can run: the only ones its workers claim.
+    pub const ALL: [JobKind; 4] = [
+        JobKind::Pull,
+        JobKind::FullResync,
+        JobKind::Push,
+        JobKind::Watch,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Pull => "pull",
+            JobKind::FullResync => "full_resync",
+            JobKind::Push => "push",
+            JobKind::Watch => "watch",
+        }
+    }
+}
+
+impl fmt::Display for JobKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown job kind {s:?}"))
+    }
+}
+
+/// How a job run ended badly; the variant decides what happens next.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JobError {
+    /// A transient failure (5xx, timeout, database hiccup): spend an attempt,
+    /// retry after a backoff, dead after `PLANSYNC_MAX_ATTEMPTS`.
+    #[error("{0}")]
+    Retry(String),
+    /// A rate limit: run again after `after`, without spending an attempt.
+    #[error("snoozed for {}s: {reason}", after.as_secs_f64())]
+    Snooze { after: Duration, reason: String },
+    /// Retrying cannot help: dead at once, with this error.
+    #[error("{0}")]
+    Fatal(String),
+    /// The lease is no longer ours (the job was rescued and may run
+    /// elsewhere): stop silently and write nothing.
+    #[error("the job's lease was lost")]
+    LeaseLost,
+}
+
+impl From<StoreError> for JobError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotMigrated => JobError::Fatal(err.to_string()),
+            other => JobError::Retry(other.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::Error> for JobError {
+    fn from(err: sqlx::Error) -> Self {
+        StoreError::from(err).into()
+    }
+}
+
+/// Proof that a job's completion was written (by [`Job::complete_in`] or
+/// [`Job::complete`]): the only way a handler can report success.
+#[must_use = "a completion only counts once its transaction commits"]
+#[derive(Debug)]
+pub struct Done(());
+
+/// A claimed job: what it is, and its lease.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: JobId,
+    pub kind: JobKind,
+    pub connection: ConnectionId,
+    /// Set for push jobs.
+    pub appointment: Option<AppointmentId>,
+    pub region: String,
+    /// This run's number, from 1 (failed runs before it + 1).
+    pub attempt: i32,
+    token: Uuid,
+    lease: Duration,
+}
+
+impl Job {
+    /// Verifies inside `tx` that the lease is still ours, locking the job row
+    /// until `tx` ends (a rescue cannot slip in before it commits) and
+    /// extending the lease. A job that commits in several transactions (a pull,
+    /// one per page) calls this first in each of them.
+    pub async fn fence(&self, tx: &mut PgConnection) -> Result<(), JobError> {
+        match store::jobs::extend_lease(&mut *tx, self.id, self.token, self.lease.as_secs_f64())
+            .await?
+        {
+            true => Ok(()),
+            false => Err(JobError::LeaseLost),
+        }
+    }
+
+    /// Marks the job succeeded inside `tx`, fenced: on `LeaseLost` the caller
+    /// must roll `tx` back (dropping it does). The success counts once `tx`
+    /// commits.
+    pub async fn complete_in(&self, tx: &mut PgConnection) -> Result<Done, JobError> {
+        match store::jobs::complete(&mut *tx, self.id, self.token).await? {
+            true => Ok(Done(())),
+            false => Err(JobError::LeaseLost),
+        }
+    }
+
+    /// Completes a job that has no database effects of its own.
+    pub async fn complete(&self, pool: &PgPool) -> Result<Done, JobError> {
+        match store::jobs::complete(pool, self.id, self.token).await? {
+            true => Ok(Done(())),
+            false => Err(JobError::LeaseLost),
+        }
+    }
+
+    /// The claim token, for logs of lease trouble. Not a secret, but not the
+    /// worker's name either.
+    pub fn claim_token(&self) -> Uuid {
+        self.token
+    }
+}
+
+/// What became of a job after a failed run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// Back in the queue (possibly folded into an equal queued job, `into`).
+    Requeued {
+        into: JobId,
+        delay: Duration,
+    },
+    Dead,
+    /// The lease was gone: nothing was written.
+    LeaseLost,
+}
+
+/// What a rescue pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rescued {
+    pub requeued: u64,
+    pub dead: u64,
+}
+
+/// The delay before the retry that follows `failures` spent attempts (>= 1):
+/// `base * 2^(failures-1)` plus up to as much again in jitter, at most an hour.
+pub fn retry_delay(base: Duration, failures: u32) -> Duration {
+    const MAX: Duration = Duration::from_secs(3600);
+    let delay = backon::ExponentialBuilder::default()
+        .with_min_delay(base)
+        .with_factor(2.0)
+        .with_max_delay(MAX)
+        .with_jitter()
+        .without_max_times()
+        .build()
+        .nth(failures.saturating_sub(1) as usize)
+        .unwrap_or(MAX);
+    delay.min(MAX)
+}
+
+/// The queue as a worker or an admin command sees it.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    pool: PgPool,
+    settings: QueueSettings,
+}
+
+impl Queue {
+    pub fn new(pool: PgPool, settings: QueueSettings) -> Self {
+        Queue { pool, settings }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn settings(&self) -> &QueueSettings {
+        &self.settings
+    }
+
+    /// Enqueues a job due at once, or returns the equal queued job (brought
+    /// forward to now when `expedite`). Use inside a transaction to make the
+    /// enqueue part of a larger change.
+    pub async fn enqueue_in(
+        conn: &mut PgConnection,
+        kind: JobKind,
+        connection: ConnectionId,
+        appointment: Option<AppointmentId>,
+        expedite: bool,
+    ) -> Result<JobId, StoreError> {
+        store::jobs::enqueue(conn, kind.as_str(), connection, appointment, expedite)
+            .await?
+            .ok_or(StoreError::UnknownConnection(connection))
+    }
+
+    pub async fn enqueue(
+        &self,
+        kind: JobKind,
+        connection: ConnectionId,
+        appointment: Option<AppointmentId>,
+        expedite: bool,
+    ) -> Result<JobId, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Self::enqueue_in(&mut conn, kind, connection, appointment, expedite).await
+    }
+
+    /// Claims the next due job of `region` for `worker` (host:pid), if any.
+    pub async fn claim(&self, region: &str, worker: &str) -> Result<Option<Job>, StoreError> {
+        let kinds: Vec<&str> = JobKind::ALL.iter().map(|k| k.as_str()).collect();
+        let Some(row) = store::jobs::claim(
+            &self.pool,
+            region,
+            &kinds,
+            worker,
+            self.settings.lease.as_secs_f64(),
+        )
+        .await?
+        else {
+            return Ok(None);
+        };
+        let kind = row
+            .kind
+            .parse()
+            .map_err(|e: String| StoreError::Database(sqlx::Error::Decode(e.into())))?;
+        Ok(Some(Job {
+            id: row.id,
+            kind,
+            connection: row.connection_id,
+            appointment: row.appointment_id,
+            region: row.region,
+            attempt: row.attempts + 1,
+            token: row.claim_token,
+            lease: self.settings.lease,
+        }))
+    }
+
+    /// Extends the job's lease. `Err(LeaseLost)` when it is gone.
+    pub async fn heartbeat(&self, job: &Job) -> Result<(), JobError> {
+        match store::jobs::extend_lease(&self.pool, job.id, job.token, job.lease.as_secs_f64())
+            .await?
+        {
+            true => Ok(()),
+            false => Err(JobError::LeaseLost),
+        }
+    }
+
+    /// Records a failed run as `error` says (fenced).
+    pub async fn fail(&self, job: &Job, error: &JobError) -> Result<Transition, StoreError> {
+        if matches!(error, JobError::LeaseLost) {
+            return Ok(Transition::LeaseLost);
+        }
+        let mut tx = self.pool.begin().await?;
+        let Some(attempts) = store::jobs::lock_running(&mut tx, job.id, job.token).await? else {
+            return Ok(Transition::LeaseLost);
+        };
+        let message = error.to_string();
+        let transition = match error {
+            JobError::Snooze { after, .. } => {
+                let into = store::jobs::requeue(
+                    &mut tx,
+                    job.id,
+                    after.as_secs_f64(),
+                    attempts,
+                    Some(&message),
+                )
+                .await?;
+                Transition::Requeued {
+                    into,
+                    delay: *after,
+                }
+            }
+            JobError::Retry(_) if attempts + 1 < self.settings.max_attempts => {
+                let delay = retry_delay(self.settings.retry_base, (attempts + 1) as u32);
+                let into = store::jobs::requeue(
+                    &mut tx,
+                    job.id,
+                    delay.as_secs_f64(),
+                    attempts + 1,
+                    Some(&message),
+                )
+                .await?;
+                Transition::Requeued { into, delay }
+            }
+            JobError::Retry(_) | JobError::Fatal(_) => {
+                store::jobs::bury(&mut tx, job.id, attempts + 1, &message).await?;
+                Transition::Dead
+            }
+            JobError::LeaseLost => unreachable!("handled above"),
+        };
+        tx.commit().await?;
+        Ok(transition)
+    }
+
+    /// Gives a job back unfinished (shutdown), due at once, no attempt spent.
+    pub async fn release(&self, job: &Job) -> Result<Transition, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let Some(attempts) = store::jobs::lock_running(&mut tx, job.id, job.token).await? else {
+            return Ok(Transition::LeaseLost);
+        };
+        let into = store::jobs::requeue(&mut tx, job.id, 0.0, attempts, None).await?;
+        tx.commit().await?;
+        Ok(Transition::Requeued {
+            into,
+            delay: Duration::ZERO,
+        })
+    }
+
+    /// Puts the running jobs of `region` whose lease has passed back in the
+    /// queue (an attempt spent), or buries them when that was their last.
+    pub async fn rescue(&self, region: &str) -> Result<Rescued, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut rescued = Rescued::default();
+        for (id, attempts, holder) in store::jobs::lock_expired(&mut tx, region).await? {
+            let message = format!(
+                "lease of {} expired before the job finished",
+                holder.as_deref().unwrap_or("a worker")
+            );
+            tracing::warn!(job = %id, %message, "rescuing job");
+            if attempts + 1 < self.settings.max_attempts {
+                store::jobs::requeue(&mut tx, id, 0.0, attempts + 1, Some(&message)).await?;
+                rescued.requeued += 1;
+            } else {
+                store::jobs::bury(&mut tx, id, attempts + 1, &message).await?;
+                rescued.dead += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(rescued)
+    }
+
+    /// Requeues dead jobs (of one user, when given). Returns how many.
+    pub async fn retry_dead(&self, user: Option<UserId>) -> Result<u64, StoreError> {
+        store::jobs::retry_dead(&self.pool, user).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip() {
+        for kind in JobKind::ALL {
+            assert_eq!(kind.as_str().parse::<JobKind>().unwrap(), kind);
+        }
+        assert!("renew".parse::<JobKind>().is_err());
+    }
+
+    #[test]
+    fn retry_delay_doubles_with_jitter_and_caps_at_an_hour() {
+        let base = Duration::from_secs(5);
+        for failures in 1..=4u32 {
+            let floor = base * 2u32.pow(failures - 1);
+            for _ in 0..50 {
+                let d = retry_delay(base, failures);
+                assert!(d >= floor && d < floor * 2, "{failures}: {d:?}");
+            }
+        }
+        assert_eq!(retry_delay(base, 40), Duration::from_secs(3600));
+        assert_eq!(retry_delay(Duration::ZERO, 3), Duration::ZERO);
+        // Jitter: not every delay is the same.
+        let samples: std::collections::HashSet<_> = (0..20).map(|_| retry_delay(base, 3)).collect();
+        assert!(samples.len() > 1);
+    }
+}

@@ -1,0 +1,65 @@
+//! The seam between the runtime and the sync code: [`JobHandler`].
+//!
+//! The worker claims a job, then hands it to a handler with a [`JobContext`].
+//! The handler succeeds only by returning the [`Done`] a fenced completion
+//! gives ([`Job::complete_in`] inside its last transaction, or
+//! [`Job::complete`]); any [`JobError`] goes to the queue, whose variant
+//! decides between retry, snooze and dead.
+//!
+//! [`SyncJobs`] is the production handler. It dispatches on the job's kind;
+//! each arm is one line, so a sync module plugs in by replacing its arm, e.g.
+//! `JobKind::Pull | JobKind::FullResync => crate::sync::pull::run(self, ctx, job).await`.
+//! Until then a kind fails with a clear, fatal error: no job pretends to
+//! succeed.
+
+use std::future::Future;
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::queue::{Done, Job, JobError, JobKind};
+
+/// What a running job gets from the worker besides its handler's own state.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    pub pool: PgPool,
+    /// Cancelled when the job must stop now: its lease was lost, or the
+    /// shutdown grace period ran out. The worker then drops the handler's
+    /// future (rolling back an open transaction); checking it lets a handler
+    /// stop between calls instead.
+    pub cancel: CancellationToken,
+}
+
+/// Runs claimed jobs. Implementations hold their own dependencies (Google
+/// client, settings); tests plug in their own handlers.
+pub trait JobHandler: Send + Sync + 'static {
+    fn run(
+        &self,
+        ctx: &JobContext,
+        job: &Job,
+    ) -> impl Future<Output = Result<Done, JobError>> + Send;
+}
+
+/// The production handler: one arm per job kind.
+#[derive(Debug, Clone, Default)]
+pub struct SyncJobs {}
+
+impl SyncJobs {
+    pub fn new() -> Self {
+        SyncJobs {}
+    }
+}
+
+impl JobHandler for SyncJobs {
+    async fn run(&self, _ctx: &JobContext, job: &Job) -> Result<Done, JobError> {
+        match job.kind {
+            JobKind::Pull | JobKind::FullResync => Err(not_built("pull sync")),
+            JobKind::Push => Err(not_built("push sync")),
+            JobKind::Watch => Err(not_built("notification channels")),
+        }
+    }
+}
+
+fn not_built(what: &str) -> JobError {
+    JobError::Fatal(format!("{what} is not part of this build yet"))
+}

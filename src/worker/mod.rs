@@ -1,0 +1,503 @@
+//! The worker runtime: the claim loop, the scheduler tick, concurrency,
+//! heartbeats, graceful shutdown, and the HTTP side ([`http`]).
+//!
+//! - **Claim loop.** At most `PLANSYNC_CONCURRENCY` jobs in flight (a
+//!   semaphore); an idle worker waits for a `NOTIFY` on
+//!   [`store::jobs::NOTIFY_CHANNEL`] (sent by every enqueue through the queue
+//!   API), a finished job, or a one-second poll — the host triggers do not
+//!   notify, to keep a global lock out of the host's commits.
+//! - **Scheduler tick** (every few seconds, and at the start of a `--once`
+//!   pass): rescue expired leases of the region, enqueue a pull, due at once,
+//!   for each due connection ([`store::jobs::schedule_pulls`]: never pulled, or
+//!   not since its polling slot began; slots are `PLANSYNC_POLL_INTERVAL_SECS`
+//!   long, shifted per connection by a stable offset), and prune finished jobs
+//!   older than an hour. The scheduler never postpones a job it enqueues.
+//! - **Each job** runs in a `job` tracing span (id, kind, connection,
+//!   attempt) with a heartbeat extending its lease every third of it; when a
+//!   heartbeat finds the lease gone, the job's token is cancelled, the handler
+//!   dropped, and nothing more is written.
+//! - **Shutdown.** When the shutdown token is cancelled (SIGTERM/SIGINT), the
+//!   worker stops claiming, lets in-flight jobs finish within
+//!   `PLANSYNC_SHUTDOWN_GRACE_SECS`, then stops the rest and releases their
+//!   leases (back to the queue, no attempt spent).
+
+pub mod handler;
+pub mod http;
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+pub use handler::{JobContext, JobHandler, SyncJobs};
+
+use crate::config::{QueueSettings, SyncSettings, WorkerSettings};
+use crate::queue::{Job, JobError, Queue, Transition};
+use crate::store::{self, StoreError};
+
+/// Metric names (Prometheus), recorded through the `metrics` facade.
+pub mod metric {
+    pub const CLAIMED: &str = "plansync_jobs_claimed_total";
+    pub const SUCCEEDED: &str = "plansync_jobs_succeeded_total";
+    pub const FAILED: &str = "plansync_jobs_failed_total";
+    pub const DEAD: &str = "plansync_jobs_dead_total";
+    pub const DURATION: &str = "plansync_job_duration_seconds";
+
+    /// Registers descriptions with the installed recorder.
+    pub fn describe() {
+        metrics::describe_counter!(CLAIMED, "Jobs claimed, by kind");
+        metrics::describe_counter!(SUCCEEDED, "Jobs completed, by kind");
+        metrics::describe_counter!(
+            FAILED,
+            "Failed job runs that go back to the queue (retry or snooze), by kind"
+        );
+        metrics::describe_counter!(DEAD, "Jobs that died, by kind");
+        metrics::describe_histogram!(
+            DURATION,
+            metrics::Unit::Seconds,
+            "Run time of a job, by kind"
+        );
+    }
+}
+
+/// How often `run` ticks the scheduler and the rescue (at most).
+const TICK: Duration = Duration::from_secs(5);
+/// How long an idle worker waits before looking for due jobs again.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Finished jobs are kept this long (for `resync --wait` and inspection).
+const KEEP_FINISHED: Duration = Duration::from_secs(3600);
+
+/// Everything the runtime needs to know.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub region: String,
+    pub concurrency: usize,
+    pub shutdown_grace: Duration,
+    pub poll_interval: Duration,
+    pub queue: QueueSettings,
+    /// `host:pid`, shown as `lockedBy`.
+    pub worker_id: String,
+}
+
+impl WorkerConfig {
+    pub fn new(worker: &WorkerSettings, sync: &SyncSettings, queue: &QueueSettings) -> Self {
+        WorkerConfig {
+            region: worker.region.clone(),
+            concurrency: worker.concurrency,
+            shutdown_grace: worker.shutdown_grace,
+            poll_interval: sync.poll_interval,
+            queue: queue.clone(),
+            worker_id: default_worker_id(),
+        }
+    }
+}
+
+/// `host:pid`.
+pub fn default_worker_id() -> String {
+    format!(
+        "{}:{}",
+        gethostname::gethostname().to_string_lossy(),
+        std::process::id()
+    )
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How one job run ended, from the worker's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOutcome {
+    Succeeded,
+    Requeued,
+    Dead,
+    /// Lease lost or released at shutdown: nothing recorded by this run.
+    Abandoned,
+}
+
+/// What a `--once` pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassReport {
+    pub scheduled: u64,
+    pub rescued: u64,
+    pub ran: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+}
+
+pub struct Worker<H> {
+    inner: Arc<Inner<H>>,
+}
+
+struct Inner<H> {
+    queue: Queue,
+    config: WorkerConfig,
+    handler: H,
+    /// Woken when a job finishes, so a job of the same connection that waited
+    /// for it is claimed without waiting for the idle poll.
+    finished: Notify,
+}
+
+impl<H> Clone for Worker<H> {
+    fn clone(&self) -> Self {
+        Worker {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<H: JobHandler> Worker<H> {
+    pub fn new(pool: PgPool, config: WorkerConfig, handler: H) -> Self {
+        Worker {
+            inner: Arc::new(Inner {
+                queue: Queue::new(pool, config.queue.clone()),
+                config,
+                handler,
+                finished: Notify::new(),
+            }),
+        }
+    }
+
+    pub fn queue(&self) -> &Queue {
+        &self.inner.queue
+    }
+
+    /// One scheduler tick: rescue, schedule due pulls, prune.
+    pub async fn tick(&self) -> Result<(u64, u64), StoreError> {
+        let cfg = &self.inner.config;
+        let rescued = self.inner.queue.rescue(&cfg.region).await?;
+        let interval = cfg.poll_interval.as_secs().max(1) as i64;
+        let scheduled =
+            store::jobs::schedule_pulls(self.inner.queue.pool(), &cfg.region, interval).await?;
+        store::jobs::prune_finished(self.inner.queue.pool(), KEEP_FINISHED.as_secs_f64()).await?;
+        if scheduled > 0 {
+            tracing::debug!(scheduled, "scheduled pulls");
+        }
+        Ok((scheduled, rescued.requeued + rescued.dead))
+    }
+
+    /// One pass (`run --once`): a tick, then every due job of the region,
+    /// including follow-ups that become due during the pass, until none is
+    /// left to claim and none is running.
+    pub async fn run_once(&self) -> Result<PassReport, WorkerError> {
+        let (scheduled, rescued) = self.tick().await?;
+        let mut report = PassReport {
+            scheduled,
+            rescued,
+            ..PassReport::default()
+        };
+        let never = CancellationToken::new();
+        let mut running = JoinSet::new();
+        loop {
+            while running.len() < self.inner.config.concurrency {
+                match self.claim().await? {
+                    Some(job) => {
+                        report.ran += 1;
+                        running.spawn(self.clone().execute(job, never.clone()));
+                    }
+                    None => break,
+                }
+            }
+            let Some(done) = running.join_next().await else {
+                break;
+            };
+            match done {
+                Ok(RunOutcome::Succeeded) => report.succeeded += 1,
+                Ok(_) => report.failed += 1,
+                Err(join) => {
+                    tracing::error!(error = %join, "job task panicked");
+                    report.failed += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Runs until `shutdown` is cancelled, then drains (see the module doc).
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        let cfg = &self.inner.config;
+        let tracker = TaskTracker::new();
+        let hard_stop = CancellationToken::new();
+        let slots = Arc::new(Semaphore::new(cfg.concurrency));
+        let mut listener = self.listen().await;
+
+        let ticker = self.clone();
+        let tick_stop = shutdown.clone();
+        let tick_every = TICK.min(cfg.poll_interval);
+        tracker.spawn(async move {
+            loop {
+                if let Err(err) = ticker.tick().await {
+                    tracing::warn!(error = %err, "scheduler tick failed");
+                }
+                tokio::select! {
+                    _ = tick_stop.cancelled() => break,
+                    _ = tokio::time::sleep(tick_every) => {}
+                }
+            }
+        });
+
+        tracing::info!(region = %cfg.region, worker = %cfg.worker_id, "worker started");
+        loop {
+            let permit: OwnedSemaphorePermit = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                permit = slots.clone().acquire_owned() => permit.expect("semaphore never closes"),
+            };
+            match self.claim().await {
+                Ok(Some(job)) => {
+                    let worker = self.clone();
+                    let stop = hard_stop.clone();
+                    tracker.spawn(async move {
+                        worker.execute(job, stop).await;
+                        drop(permit);
+                    });
+                    continue;
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(error = %err, "claiming a job failed");
+                    drop(permit);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(IDLE_POLL) => {}
+                    }
+                    continue;
+                }
+            }
+            drop(permit);
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.inner.finished.notified() => {}
+                _ = wait_notification(&mut listener) => {}
+                _ = tokio::time::sleep(IDLE_POLL) => {}
+            }
+        }
+
+        tracing::info!(
+            in_flight = tracker.len(),
+            grace_secs = cfg.shutdown_grace.as_secs_f64(),
+            "shutting down: no more claims"
+        );
+        tracker.close();
+        if tokio::time::timeout(cfg.shutdown_grace, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                in_flight = tracker.len(),
+                "grace period over: stopping the remaining jobs and releasing their leases"
+            );
+            hard_stop.cancel();
+            // Releasing is one statement per job; bounded all the same.
+            if tokio::time::timeout(Duration::from_secs(15), tracker.wait())
+                .await
+                .is_err()
+            {
+                tracing::error!("some jobs did not stop; their leases will expire");
+            }
+        }
+        tracing::info!("worker stopped");
+        Ok(())
+    }
+
+    async fn claim(&self) -> Result<Option<Job>, StoreError> {
+        let cfg = &self.inner.config;
+        let job = self.inner.queue.claim(&cfg.region, &cfg.worker_id).await?;
+        if let Some(job) = &job {
+            metrics::counter!(metric::CLAIMED, "kind" => job.kind.as_str()).increment(1);
+        }
+        Ok(job)
+    }
+
+    async fn listen(&self) -> Option<PgListener> {
+        let mut listener = match PgListener::connect_with(self.inner.queue.pool()).await {
+            Ok(l) => l,
+            Err(err) => {
+                tracing::warn!(error = %err, "LISTEN unavailable; polling only");
+                return None;
+            }
+        };
+        match listener.listen(store::jobs::NOTIFY_CHANNEL).await {
+            Ok(()) => Some(listener),
+            Err(err) => {
+                tracing::warn!(error = %err, "LISTEN unavailable; polling only");
+                None
+            }
+        }
+    }
+
+    /// Runs one claimed job to its end: handler, heartbeat, and the fenced
+    /// transition that records how it went.
+    async fn execute(self, job: Job, hard_stop: CancellationToken) -> RunOutcome {
+        let span = tracing::info_span!(
+            "job",
+            job = %job.id,
+            kind = %job.kind,
+            connection = %job.connection,
+            attempt = job.attempt,
+        );
+        async move {
+            let outcome = self.execute_inner(&job, hard_stop).await;
+            self.inner.finished.notify_one();
+            outcome
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn execute_inner(&self, job: &Job, hard_stop: CancellationToken) -> RunOutcome {
+        let inner = &self.inner;
+        let cancel = hard_stop.child_token();
+        let lease_lost = Arc::new(AtomicBool::new(false));
+        let heartbeat_done = CancellationToken::new();
+        let heartbeat = tokio::spawn(
+            heartbeat(
+                inner.queue.clone(),
+                job.clone(),
+                cancel.clone(),
+                heartbeat_done.clone(),
+                lease_lost.clone(),
+            )
+            .in_current_span(),
+        );
+
+        tracing::debug!("job started");
+        let started = Instant::now();
+        let ctx = JobContext {
+            pool: inner.queue.pool().clone(),
+            cancel: cancel.clone(),
+        };
+        let result = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => None,
+            result = AssertUnwindSafe(inner.handler.run(&ctx, job)).catch_unwind() => Some(
+                // A panicking handler is a bug, not a reason to leave the job
+                // running until its lease expires.
+                result.unwrap_or_else(|panic| Err(JobError::Retry(format!(
+                    "the job handler panicked: {}",
+                    panic_message(&panic)
+                )))),
+            ),
+        };
+        heartbeat_done.cancel();
+        let _ = heartbeat.await;
+        let kind = job.kind.as_str();
+        metrics::histogram!(metric::DURATION, "kind" => kind)
+            .record(started.elapsed().as_secs_f64());
+
+        let error = match result {
+            Some(Ok(_done)) => {
+                metrics::counter!(metric::SUCCEEDED, "kind" => kind).increment(1);
+                tracing::info!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "job succeeded"
+                );
+                return RunOutcome::Succeeded;
+            }
+            Some(Err(error)) => error,
+            None if lease_lost.load(Ordering::SeqCst) => JobError::LeaseLost,
+            None => {
+                return match inner.queue.release(job).await {
+                    Ok(Transition::Requeued { .. }) => {
+                        tracing::info!("job stopped at shutdown; lease released");
+                        RunOutcome::Abandoned
+                    }
+                    Ok(_) => RunOutcome::Abandoned,
+                    Err(err) => {
+                        tracing::error!(error = %err, "releasing the lease failed; it will expire");
+                        RunOutcome::Abandoned
+                    }
+                };
+            }
+        };
+        match inner.queue.fail(job, &error).await {
+            Ok(Transition::Requeued { into, delay }) => {
+                metrics::counter!(metric::FAILED, "kind" => kind).increment(1);
+                tracing::warn!(
+                    error = %error,
+                    retry_in_secs = delay.as_secs_f64(),
+                    requeued_as = %into,
+                    "job failed; requeued"
+                );
+                RunOutcome::Requeued
+            }
+            Ok(Transition::Dead) => {
+                metrics::counter!(metric::DEAD, "kind" => kind).increment(1);
+                tracing::error!(error = %error, "job failed; dead");
+                RunOutcome::Dead
+            }
+            Ok(Transition::LeaseLost) => {
+                tracing::warn!("lease lost: the job stopped and wrote nothing");
+                RunOutcome::Abandoned
+            }
+            Err(err) => {
+                tracing::error!(
+                    error = %err,
+                    job_error = %error,
+                    "recording the failure failed; the lease will expire and the job be rescued"
+                );
+                RunOutcome::Abandoned
+            }
+        }
+    }
+}
+
+/// Extends the lease every third of it until `done`; on a lost lease, marks
+/// `lost` and cancels the job.
+async fn heartbeat(
+    queue: Queue,
+    job: Job,
+    cancel: CancellationToken,
+    done: CancellationToken,
+    lost: Arc<AtomicBool>,
+) {
+    let every = queue.settings().lease / 3;
+    loop {
+        tokio::select! {
+            _ = done.cancelled() => return,
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        match queue.heartbeat(&job).await {
+            Ok(()) => {}
+            Err(JobError::LeaseLost) => {
+                tracing::warn!("heartbeat found the lease gone; stopping the job");
+                lost.store(true, Ordering::SeqCst);
+                cancel.cancel();
+                return;
+            }
+            // The database is unreachable: keep trying; the lease holds until
+            // it expires, and a rescue after that fences us out.
+            Err(err) => tracing::warn!(error = %err, "heartbeat failed"),
+        }
+    }
+}
+
+async fn wait_notification(listener: &mut Option<PgListener>) {
+    match listener {
+        Some(l) => {
+            if let Err(err) = l.recv().await {
+                tracing::debug!(error = %err, "LISTEN connection lost; sqlx reconnects");
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
