@@ -11,6 +11,9 @@ use plansync::config::{
 use plansync::ids::{CalendarId, JobId, UserId};
 use plansync::queue::{JobKind, Queue};
 use plansync::store;
+use plansync::deltas::relay::{Relay, RelaySettings};
+use plansync::google::GoogleClient;
+use plansync::sync::SyncDeps;
 use plansync::worker::{self, SyncJobs, Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -67,9 +70,9 @@ pub async fn run(env: &Env, args: RunArgs) -> anyhow::Result<ExitCode> {
     // Everything `run` will need, validated before touching anything, so a
     // misconfigured worker fails at once and names the variable.
     let db = DatabaseSettings::from_env(env)?;
-    let _google = GoogleSettings::from_env(env)?;
-    let _cipher = config::token_cipher(env)?;
-    let _redis = RedisSettings::from_env(env)?;
+    let google = GoogleSettings::from_env(env)?;
+    let cipher = config::token_cipher(env)?;
+    let redis = RedisSettings::from_env(env)?;
     let sync = SyncSettings::from_env(env)?;
     let queue = QueueSettings::from_env(env)?;
     let settings = WorkerSettings::from_env(env)?;
@@ -87,7 +90,11 @@ pub async fn run(env: &Env, args: RunArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("connecting to {target}"))?;
     let config = WorkerConfig::new(&settings, &sync, &queue);
-    let worker = Worker::new(pool.clone(), config, SyncJobs::new());
+    let google = GoogleClient::new(&google).context("building the Google client")?;
+    let deps = SyncDeps::new(google, cipher, sync.clone());
+    let worker = Worker::new(pool.clone(), config, SyncJobs::new(deps));
+    let relay = Relay::new(pool.clone(), redis, RelaySettings::default())
+        .context("configuring the delta relay")?;
 
     if args.once {
         let report = worker.run_once().await.context("the pass could not run")?;
@@ -99,6 +106,13 @@ pub async fn run(env: &Env, args: RunArgs) -> anyhow::Result<ExitCode> {
             failed = report.failed,
             "pass finished"
         );
+        // Redis being down is no reason to fail the pass: the backlog stays in
+        // the outbox for the next one.
+        let mut relay = relay;
+        match relay.drain().await {
+            Ok(n) => tracing::info!(published = n, "outbox drained"),
+            Err(err) => tracing::warn!(error = %err, "outbox not drained; it stays for the next pass"),
+        }
         return Ok(ExitCode::SUCCESS);
     }
 
@@ -119,8 +133,16 @@ pub async fn run(env: &Env, args: RunArgs) -> anyhow::Result<ExitCode> {
         worker::http::router(pool, Some(metrics)),
         shutdown.clone(),
     ));
+    // The relay outlives the worker's drain, so deltas committed by the last
+    // jobs still go out before exit.
+    let relay_stop = CancellationToken::new();
+    let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
     worker.run(shutdown.clone()).await?;
     shutdown.cancel();
+    relay_stop.cancel();
+    if let Err(err) = relay_task.await {
+        tracing::warn!(error = %err, "delta relay task failed");
+    }
     match http.await {
         Ok(Ok(())) => {}
         Ok(Err(err)) => tracing::warn!(error = %err, "HTTP server stopped with an error"),

@@ -141,3 +141,110 @@ pub async fn resync_targets(
     rows.sort_by_key(|r| r.id);
     Ok(rows)
 }
+
+/// What a sync job needs to know about its connection.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SyncConnection {
+    pub id: ConnectionId,
+    pub user_id: UserId,
+    pub calendar_id: CalendarId,
+    pub active: bool,
+    pub refresh_token_enc: Option<Vec<u8>>,
+    pub sync_token: Option<crate::ids::SyncToken>,
+    pub calendar_time_zone: Option<String>,
+    pub needs_reauth: bool,
+    pub calendar_gone: bool,
+    /// The connection new appointments of its user go to (marked, or the
+    /// user's first active connection when none is marked).
+    pub is_push_target: bool,
+    /// No pull has completed yet.
+    pub never_pulled: bool,
+}
+
+pub async fn load_for_sync(
+    conn: &mut sqlx::PgConnection,
+    id: ConnectionId,
+) -> Result<SyncConnection, StoreError> {
+    sqlx::query_as::<_, SyncConnection>(
+        "SELECT c.id, c.user_id, c.calendar_id, c.active, c.refresh_token_enc, c.sync_token, \
+             c.calendar_time_zone, c.needs_reauth, c.calendar_gone, \
+             (c.active AND c.id = ( \
+                 SELECT t.id FROM plansync.connections t \
+                 WHERE t.user_id = c.user_id AND t.active \
+                 ORDER BY t.push_target DESC, t.id LIMIT 1)) AS is_push_target, \
+             c.last_pull_at IS NULL AS never_pulled \
+         FROM plansync.connections c WHERE c.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(StoreError::UnknownConnection(id))
+}
+
+/// Why a connection cannot be synced until an admin acts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blocked {
+    /// `invalid_grant`: re-connect with a new refresh token.
+    NeedsReauth,
+    /// 404, or 403 for lack of access: `resync` or `connect` again.
+    CalendarGone,
+}
+
+/// Marks a connection blocked with the error that blocked it.
+pub async fn mark_blocked(
+    conn: &mut sqlx::PgConnection,
+    id: ConnectionId,
+    blocked: Blocked,
+    error: &str,
+) -> Result<(), StoreError> {
+    let column = match blocked {
+        Blocked::NeedsReauth => "needs_reauth",
+        Blocked::CalendarGone => "calendar_gone",
+    };
+    sqlx::query(&format!(
+        "UPDATE plansync.connections SET {column} = TRUE, last_error = $2, updated_at = now() \
+         WHERE id = $1"
+    ))
+    .bind(id)
+    .bind(error)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Remembers the last error of a connection's sync (shown in `status`).
+pub async fn record_error(
+    conn: &mut sqlx::PgConnection,
+    id: ConnectionId,
+    error: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE plansync.connections SET last_error = $2, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(error)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The end of a successful pull: the new sync token (only ever stored with
+/// the last page), the calendar's zone, and a clean error state.
+pub async fn finish_pull(
+    conn: &mut sqlx::PgConnection,
+    id: ConnectionId,
+    sync_token: Option<&crate::ids::SyncToken>,
+    calendar_time_zone: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE plansync.connections SET sync_token = $2, \
+             sync_token_at = CASE WHEN $2::TEXT IS NULL THEN sync_token_at ELSE now() END, \
+             calendar_time_zone = COALESCE($3, calendar_time_zone), last_pull_at = now(), \
+             last_error = NULL, calendar_gone = FALSE, updated_at = now() \
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(sync_token)
+    .bind(calendar_time_zone)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,4 +1,122 @@
 //! Sync in both directions: `pull` (Google → appointments), `push`
-//! (appointments → Google) and `reconcile`, the pure decisions both share.
+//! (appointments → Google) and `reconcile`, the pure decisions they share.
+//!
+//! [`SyncDeps`] is what every sync job needs besides the database: the Google
+//! client, the token cipher and the settings. It keeps one token provider per
+//! connection, so consecutive jobs of a connection reuse its access token
+//! instead of refreshing it every time; a re-connect (new refresh token)
+//! replaces it.
+//!
+//! [`google_failure`] is the one place where a Google error becomes a queue
+//! outcome: rate limits snooze, transient failures retry, `invalid_grant` and a
+//! gone calendar block the connection (its jobs wait, unclaimed, for `connect`
+//! or `resync`), and anything else is parked with its error.
 
 pub mod reconcile;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use crate::config::SyncSettings;
+use crate::crypto::TokenCipher;
+use crate::google::{CalendarClient, GoogleClient, GoogleError, NextStep, TokenProvider};
+use crate::ids::ConnectionId;
+use crate::queue::{Job, JobError};
+use crate::store::connections::{self, Blocked, SyncConnection};
+
+/// Shared by every sync job of a worker.
+pub struct SyncDeps {
+    pub google: GoogleClient,
+    pub cipher: TokenCipher,
+    pub settings: SyncSettings,
+    tokens: Mutex<HashMap<ConnectionId, (Vec<u8>, TokenProvider)>>,
+}
+
+impl std::fmt::Debug for SyncDeps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncDeps")
+            .field("google", &self.google)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SyncDeps {
+    pub fn new(google: GoogleClient, cipher: TokenCipher, settings: SyncSettings) -> Self {
+        SyncDeps {
+            google,
+            cipher,
+            settings,
+            tokens: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The calendar client of a connection. Fails fatally when the stored
+    /// token cannot be decrypted (wrong `PLANSYNC_TOKEN_KEY`): retrying cannot
+    /// help, an operator must.
+    pub fn client(&self, connection: &SyncConnection) -> Result<CalendarClient, JobError> {
+        let stored = connection.refresh_token_enc.as_deref().ok_or_else(|| {
+            JobError::Fatal(format!("connection {} has no refresh token (disconnected)", connection.id))
+        })?;
+        let mut cache = self.tokens.lock().expect("token cache lock");
+        if let Some((enc, provider)) = cache.get(&connection.id) {
+            if enc.as_slice() == stored {
+                return Ok(self.google.calendar_client_with(provider.clone()));
+            }
+        }
+        let token = self
+            .cipher
+            .decrypt(connection.user_id, &connection.calendar_id, stored)
+            .map_err(|e| JobError::Fatal(e.to_string()))?;
+        let provider = self.google.token_provider(token);
+        cache.insert(connection.id, (stored.to_vec(), provider.clone()));
+        Ok(self.google.calendar_client_with(provider))
+    }
+}
+
+/// How long a rate-limited job waits when Google gave no `Retry-After`.
+const DEFAULT_SNOOZE: Duration = Duration::from_secs(30);
+
+/// Turns a Google failure into the queue's outcome, blocking the connection
+/// where the failure says so (in its own fenced transaction, so a job that
+/// lost its lease writes nothing).
+pub async fn google_failure(
+    pool: &PgPool,
+    job: &Job,
+    connection: ConnectionId,
+    err: GoogleError,
+) -> JobError {
+    let message = err.to_string();
+    let blocked = match err.next_step() {
+        NextStep::Snooze { after } => {
+            return JobError::Snooze {
+                after: after.unwrap_or(DEFAULT_SNOOZE),
+                reason: message,
+            }
+        }
+        NextStep::Retry | NextStep::FullResync => return JobError::Retry(message),
+        NextStep::Interpret | NextStep::GiveUp => return JobError::Fatal(message),
+        NextStep::NeedsReauth => Blocked::NeedsReauth,
+        NextStep::CalendarGone => Blocked::CalendarGone,
+    };
+    let marked = async {
+        let mut tx = pool.begin().await?;
+        job.fence(&mut tx).await?;
+        connections::mark_blocked(&mut tx, connection, blocked, &message).await?;
+        tx.commit().await?;
+        Ok::<(), JobError>(())
+    }
+    .await;
+    match marked {
+        // The job stays queued but unclaimed while its connection is blocked,
+        // and runs once `connect` (or `resync`) unblocks it.
+        Ok(()) => JobError::Snooze {
+            after: Duration::from_secs(1),
+            reason: message,
+        },
+        Err(e) => e,
+    }
+}

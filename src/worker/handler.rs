@@ -14,10 +14,13 @@
 
 use std::future::Future;
 
+use std::sync::Arc;
+
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::queue::{Done, Job, JobError, JobKind};
+use crate::sync::SyncDeps;
 
 /// What a running job gets from the worker besides its handler's own state.
 #[derive(Debug, Clone)]
@@ -41,12 +44,16 @@ pub trait JobHandler: Send + Sync + 'static {
 }
 
 /// The production handler: one arm per job kind.
-#[derive(Debug, Clone, Default)]
-pub struct SyncJobs {}
+#[derive(Debug, Clone)]
+pub struct SyncJobs {
+    pub deps: Arc<SyncDeps>,
+}
 
 impl SyncJobs {
-    pub fn new() -> Self {
-        SyncJobs {}
+    pub fn new(deps: SyncDeps) -> Self {
+        SyncJobs {
+            deps: Arc::new(deps),
+        }
     }
 }
 
