@@ -264,3 +264,85 @@ impl Drop for PrivateRedis {
         self.stop();
     }
 }
+
+/// A test app wired to its own Google emulator: the worker, run in-process or
+/// as the binary, talks to the emulator exactly as it would to Google.
+pub struct SyncApp {
+    pub app: TestApp,
+    pub google: plansync::fake_google::FakeGoogle,
+}
+
+impl SyncApp {
+    /// An emulator with an empty `primary` calendar (UTC).
+    pub async fn spawn() -> SyncApp {
+        SyncApp::with_options(plansync::fake_google::FakeGoogleOptions::default()).await
+    }
+
+    pub async fn with_options(options: plansync::fake_google::FakeGoogleOptions) -> SyncApp {
+        let app = TestApp::spawn().await;
+        let google = plansync::fake_google::FakeGoogle::start(options)
+            .await
+            .expect("the emulator starts");
+        SyncApp { app, google }
+    }
+
+    /// The environment a worker needs to reach this emulator.
+    pub fn google_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("GOOGLE_CALENDAR_BASE_URL", self.google.base_url()),
+            ("GOOGLE_TOKEN_URL", self.google.token_url()),
+            ("GOOGLE_CLIENT_ID", self.google.client_id()),
+            ("GOOGLE_CLIENT_SECRET", self.google.client_secret()),
+            ("PLANSYNC_RETRY_BASE_SECS", "0".to_owned()),
+        ]
+    }
+
+    /// The binary with the app's and the emulator's environment.
+    pub fn command(&self) -> tokio::process::Command {
+        let mut cmd = self.app.command();
+        for (k, v) in self.google_env() {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    pub async fn run(&self, args: &[&str], stdin: &str) -> Output {
+        run_command(self.command(), args, stdin).await
+    }
+
+    /// `plansync run --once`, asserting it exits 0.
+    pub async fn run_once(&self) -> Output {
+        let out = self.run(&["run", "--once"], "").await;
+        assert!(
+            out.status.success(),
+            "run --once failed: {}",
+            stderr(&out)
+        );
+        out
+    }
+
+    /// Creates the user (if needed) and connects `calendar` with the
+    /// emulator's first refresh token. Returns the connection id.
+    pub async fn connect(&self, user: i64, calendar: &str, extra: &[&str]) -> i64 {
+        sqlx::query("INSERT INTO users (id) VALUES ($1) ON CONFLICT (id) DO NOTHING")
+            .bind(user)
+            .execute(&self.app.pool)
+            .await
+            .unwrap();
+        let token = self.google.refresh_tokens()[0].clone();
+        let mut args = vec!["connect", "--user", "", "--calendar", calendar];
+        let user_text = user.to_string();
+        args[2] = &user_text;
+        args.extend_from_slice(extra);
+        let out = self.run(&args, &format!("{token}\n")).await;
+        assert!(out.status.success(), "connect failed: {}", stderr(&out));
+        stdout(&out).trim().parse().expect("connect prints the id")
+    }
+
+    /// `status --json` as a value.
+    pub async fn status(&self) -> serde_json::Value {
+        let out = self.run(&["status", "--json"], "").await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
