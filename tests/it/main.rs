@@ -7,5 +7,6 @@ mod deltas;
 mod fake_google;
 mod foundation;
 mod google_client;
+mod pull;
 mod queue;
 mod worker;
