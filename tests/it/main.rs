@@ -9,4 +9,5 @@ mod foundation;
 mod google_client;
 mod pull;
 mod queue;
+mod realtime;
 mod worker;
