@@ -8,11 +8,11 @@ use plansync::config::{
     self, DatabaseSettings, Env, GoogleSettings, QueueSettings, RedisSettings, SyncSettings,
     WorkerSettings,
 };
+use plansync::deltas::relay::{Relay, RelaySettings};
+use plansync::google::GoogleClient;
 use plansync::ids::{CalendarId, JobId, UserId};
 use plansync::queue::{JobKind, Queue};
 use plansync::store;
-use plansync::deltas::relay::{Relay, RelaySettings};
-use plansync::google::GoogleClient;
 use plansync::sync::SyncDeps;
 use plansync::worker::{self, SyncJobs, Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
@@ -111,7 +111,9 @@ pub async fn run(env: &Env, args: RunArgs) -> anyhow::Result<ExitCode> {
         let mut relay = relay;
         match relay.drain().await {
             Ok(n) => tracing::info!(published = n, "outbox drained"),
-            Err(err) => tracing::warn!(error = %err, "outbox not drained; it stays for the next pass"),
+            Err(err) => {
+                tracing::warn!(error = %err, "outbox not drained; it stays for the next pass")
+            }
         }
         return Ok(ExitCode::SUCCESS);
     }

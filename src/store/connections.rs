@@ -218,11 +218,13 @@ pub async fn record_error(
     id: ConnectionId,
     error: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE plansync.connections SET last_error = $2, updated_at = now() WHERE id = $1")
-        .bind(id)
-        .bind(error)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "UPDATE plansync.connections SET last_error = $2, updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(error)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

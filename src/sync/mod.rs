@@ -12,6 +12,7 @@
 //! gone calendar block the connection (its jobs wait, unclaimed, for `connect`
 //! or `resync`), and anything else is parked with its error.
 
+pub mod push;
 pub mod reconcile;
 
 use std::collections::HashMap;
@@ -59,7 +60,10 @@ impl SyncDeps {
     /// help, an operator must.
     pub fn client(&self, connection: &SyncConnection) -> Result<CalendarClient, JobError> {
         let stored = connection.refresh_token_enc.as_deref().ok_or_else(|| {
-            JobError::Fatal(format!("connection {} has no refresh token (disconnected)", connection.id))
+            JobError::Fatal(format!(
+                "connection {} has no refresh token (disconnected)",
+                connection.id
+            ))
         })?;
         let mut cache = self.tokens.lock().expect("token cache lock");
         if let Some((enc, provider)) = cache.get(&connection.id) {

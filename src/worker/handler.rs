@@ -58,10 +58,10 @@ impl SyncJobs {
 }
 
 impl JobHandler for SyncJobs {
-    async fn run(&self, _ctx: &JobContext, job: &Job) -> Result<Done, JobError> {
+    async fn run(&self, ctx: &JobContext, job: &Job) -> Result<Done, JobError> {
         match job.kind {
             JobKind::Pull | JobKind::FullResync => Err(not_built("pull sync")),
-            JobKind::Push => Err(not_built("push sync")),
+            JobKind::Push => crate::sync::push::run(&self.deps, ctx, job).await,
             JobKind::Watch => Err(not_built("notification channels")),
         }
     }

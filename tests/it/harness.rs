@@ -313,11 +313,7 @@ impl SyncApp {
     /// `plansync run --once`, asserting it exits 0.
     pub async fn run_once(&self) -> Output {
         let out = self.run(&["run", "--once"], "").await;
-        assert!(
-            out.status.success(),
-            "run --once failed: {}",
-            stderr(&out)
-        );
+        assert!(out.status.success(), "run --once failed: {}", stderr(&out));
         out
     }
 
