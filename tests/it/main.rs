@@ -7,5 +7,6 @@ mod deltas;
 mod fake_google;
 mod foundation;
 mod google_client;
+mod push;
 mod queue;
 mod worker;
