@@ -38,8 +38,9 @@ pub struct ConnectionStatus {
     pub calendar_gone: bool,
     pub pending_pushes: Option<i64>,
     pub last_error: Option<String>,
-    #[sqlx(skip)]
-    pub last_conflict: Option<serde_json::Value>,
+    /// The connection's most recent conflict: which side won, what kind, the
+    /// losing values and when.
+    pub last_conflict: Option<sqlx::types::Json<serde_json::Value>>,
 }
 
 /// The job queue. `depth` counts queued jobs (due or not, claimable or

@@ -368,3 +368,46 @@ pub async fn dead(pool: &PgPool, user: Option<UserId>) -> Result<Vec<DeadJob>, S
     .await?;
     Ok(rows)
 }
+
+/// The first sync of a push-target connection: one push job for each of the
+/// user's appointments that no connection links yet, in one statement.
+/// Returns how many were enqueued.
+pub async fn enqueue_unlinked_pushes(
+    conn: &mut PgConnection,
+    user: UserId,
+    connection: ConnectionId,
+) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO plansync.jobs (kind, connection_id, appointment_id, region) \
+         SELECT 'push', c.id, a.id, c.region \
+         FROM public.appointments a JOIN plansync.connections c ON c.id = $2 \
+         WHERE a.user_id = $1 \
+           AND NOT EXISTS (SELECT 1 FROM plansync.links l WHERE l.appointment_id = a.id) \
+         ON CONFLICT (kind, connection_id, (COALESCE(appointment_id, 0))) \
+             WHERE state = 'queued' DO NOTHING",
+    )
+    .bind(user)
+    .bind(connection)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Drops queued pushes whose local change lost to Google's version: the
+/// appointment already holds the winner, so there is nothing left to send.
+pub async fn cancel_queued_pushes(
+    conn: &mut PgConnection,
+    appointments: &[AppointmentId],
+) -> Result<(), StoreError> {
+    if appointments.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "DELETE FROM plansync.jobs WHERE kind = 'push' AND state IN ('queued', 'dead') \
+           AND appointment_id = ANY($1)",
+    )
+    .bind(appointments)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

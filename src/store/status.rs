@@ -20,7 +20,17 @@ pub async fn connections(
                  ORDER BY t.push_target DESC, t.id LIMIT 1)) AS push_target, \
              c.last_pull_at, c.sync_token_at, c.needs_reauth, c.calendar_gone, \
              (SELECT count(*) FROM plansync.jobs j WHERE j.connection_id = c.id \
-                 AND j.kind = 'push' AND j.state IN ('queued', 'running')) AS pending_pushes, c.last_error \
+                 AND j.kind = 'push' AND j.state IN ('queued', 'running')) AS pending_pushes, c.last_error, \
+             (SELECT json_build_object('appointmentId', k.appointment_id, 'eventId', k.event_id, \
+                  'winner', k.winner, 'kind', k.kind, 'losingValues', k.losing_values, \
+                  'localUpdatedAt', to_char(k.local_updated_at AT TIME ZONE 'UTC', \
+                      'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), \
+                  'remoteUpdatedAt', to_char(k.remote_updated_at AT TIME ZONE 'UTC', \
+                      'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'), \
+                  'detectedAt', to_char(k.detected_at AT TIME ZONE 'UTC', \
+                      'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')) \
+              FROM plansync.conflicts k WHERE k.connection_id = c.id \
+              ORDER BY k.id DESC LIMIT 1) AS last_conflict \
          FROM plansync.connections c \
          WHERE $1::BIGINT IS NULL OR c.user_id = $1 \
          ORDER BY c.id",

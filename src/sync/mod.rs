@@ -12,6 +12,7 @@
 //! gone calendar block the connection (its jobs wait, unclaimed, for `connect`
 //! or `resync`), and anything else is parked with its error.
 
+pub mod pull;
 pub mod push;
 pub mod reconcile;
 

@@ -31,15 +31,15 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
+use super::pull::{losing_values, payload};
 use super::reconcile::{self, Action, LocalAppointment, LocalState, Loser};
 use super::{google_failure, SyncDeps};
-use crate::deltas::{AppointmentPayload, DeltaBatch, GoogleSync};
+use crate::deltas::DeltaBatch;
 use crate::google::{
     CalendarClient, GoogleError, NewEvent, RemoteAppointment, RemoteEvent, RemoteEventKind,
     WriteAck,
 };
 use crate::ids::{AppointmentId, ConnectionId, Etag, EventId};
-use crate::model::AppointmentFields;
 use crate::queue::{Done, Job, JobError};
 use crate::store::appointments::{self, AppointmentRow};
 use crate::store::conflicts::{self, NewConflict};
@@ -243,23 +243,6 @@ impl Lost {
             remote_updated_at: self.remote_updated_at,
         }
     }
-}
-
-/// The losing values of a conflict, as stored for the admin (the same shape
-/// pull stores).
-fn losing_values(fields: &AppointmentFields, updated_at: DateTime<Utc>) -> serde_json::Value {
-    use crate::deltas::timestamp::format;
-    serde_json::json!({
-        "summary": fields.summary,
-        "description": fields.description,
-        "location": fields.location,
-        "startAt": format(&fields.start_at),
-        "endAt": format(&fields.end_at),
-        "startTimeZone": fields.start_time_zone,
-        "endTimeZone": fields.end_time_zone,
-        "allDay": fields.all_day,
-        "updatedAt": format(&updated_at),
-    })
 }
 
 /// What the calls to Google ended in: written, with the job's completion, in
@@ -646,7 +629,13 @@ impl Push<'_> {
                 }
                 let mut batch = DeltaBatch::new();
                 for row in rows {
-                    batch.updated(self.payload(row, &link.event_id, &remote.etag, remote.updated));
+                    batch.updated(payload(
+                        self.connection,
+                        row,
+                        &link.event_id,
+                        &remote.etag,
+                        remote.updated,
+                    ));
                 }
                 batch
                     .write(&mut tx, self.deps.settings.bulk_threshold)
@@ -693,35 +682,6 @@ impl Push<'_> {
         tx.commit().await?;
         Ok(done)
     }
-
-    fn payload(
-        &self,
-        row: AppointmentRow,
-        event_id: &EventId,
-        etag: &Etag,
-        remote_updated_at: DateTime<Utc>,
-    ) -> AppointmentPayload {
-        AppointmentPayload {
-            id: row.id,
-            user_id: row.user_id,
-            summary: row.fields.summary,
-            description: row.fields.description,
-            location: row.fields.location,
-            start_at: row.fields.start_at,
-            end_at: row.fields.end_at,
-            start_time_zone: row.fields.start_time_zone,
-            end_time_zone: row.fields.end_time_zone,
-            all_day: row.fields.all_day,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
-            google_sync: Some(GoogleSync {
-                calendar_id: self.connection.calendar_id.clone(),
-                event_id: event_id.clone(),
-                etag: Some(etag.as_str().to_owned()),
-                remote_updated_at: Some(remote_updated_at),
-            }),
-        }
-    }
 }
 
 fn local(appointment: &AppointmentRow) -> LocalAppointment {
@@ -735,6 +695,7 @@ fn local(appointment: &AppointmentRow) -> LocalAppointment {
 mod tests {
     use super::*;
     use crate::ids::UserId;
+    use crate::model::AppointmentFields;
     use chrono::TimeZone;
 
     fn row(id: i64) -> AppointmentRow {

@@ -60,7 +60,9 @@ impl SyncJobs {
 impl JobHandler for SyncJobs {
     async fn run(&self, ctx: &JobContext, job: &Job) -> Result<Done, JobError> {
         match job.kind {
-            JobKind::Pull | JobKind::FullResync => Err(not_built("pull sync")),
+            JobKind::Pull | JobKind::FullResync => {
+                crate::sync::pull::run(&self.deps, ctx, job).await
+            }
             JobKind::Push => crate::sync::push::run(&self.deps, ctx, job).await,
             JobKind::Watch => Err(not_built("notification channels")),
         }

@@ -107,6 +107,13 @@ impl TestApp {
             .env("PLANSYNC_REDIS_PREFIX", &self.redis_prefix)
             .env("PLANSYNC_TOKEN_KEY", &self.token_key)
             .env("RUST_LOG", "warn")
+            // Never real Google: a closed local port unless a test points
+            // these at its emulator.
+            .env(
+                "GOOGLE_CALENDAR_BASE_URL",
+                "http://127.0.0.1:9/calendar/v3/",
+            )
+            .env("GOOGLE_TOKEN_URL", "http://127.0.0.1:9/token")
             .kill_on_drop(true);
         cmd
     }

@@ -7,6 +7,8 @@ mod deltas;
 mod fake_google;
 mod foundation;
 mod google_client;
+mod pull;
 mod push;
 mod queue;
+mod realtime;
 mod worker;

@@ -299,7 +299,8 @@ async fn a_duplicate_id_held_by_an_event_not_ours_is_never_adopted() {
     let connection = sync.connect(USER, "primary", &[]).await;
     let id = host_insert(&sync, NewAppointment::default()).await;
     // Someone else's event already holds the id this push will choose (the
-    // first incarnation drawn in a fresh database is 1).
+    // first incarnation drawn in a fresh database is 1); it is older than the
+    // lookback window, so the first full sync does not import it.
     let salt: String = sqlx::query_scalar("SELECT event_id_salt FROM plansync.deployment")
         .fetch_one(&sync.app.pool)
         .await
@@ -310,8 +311,8 @@ async fn a_duplicate_id_held_by_an_event_not_ours_is_never_adopted() {
         .create_event(
             "primary",
             json!({"id": taken.as_str(), "summary": "not ours",
-                   "start": {"dateTime": "2026-12-01T10:00:00Z"},
-                   "end": {"dateTime": "2026-12-01T11:00:00Z"},
+                   "start": {"dateTime": "2020-12-01T10:00:00Z"},
+                   "end": {"dateTime": "2020-12-01T11:00:00Z"},
                    "extendedProperties": {"private": {"plansyncAppointment": id.to_string()}}}),
         )
         .unwrap();

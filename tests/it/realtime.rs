@@ -23,7 +23,9 @@ fn ensure_node_modules() {
     DONE.get_or_init(|| {
         let dir = realtime_dir();
         if dir.join("node_modules/socket.io/package.json").exists()
-            && dir.join("node_modules/socket.io-client/package.json").exists()
+            && dir
+                .join("node_modules/socket.io-client/package.json")
+                .exists()
         {
             return;
         }
@@ -99,4 +101,169 @@ pub async fn socketio_client(url: &str, user: i64) -> NodeProcess {
         .expect("the client connects");
     assert_eq!(line, "ready");
     client
+}
+
+use chrono::{DateTime, Duration as ChronoDuration, SecondsFormat, Utc};
+use serde_json::{json, Value};
+
+use crate::harness::{redis_url, stderr, SyncApp};
+
+fn js(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn parse(t: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc)
+}
+
+/// `resync --user` then one socketio-mode pass.
+async fn pull_socketio(app: &SyncApp, user: i64, key: &str) {
+    let out = app.run(&["resync", "--user", &user.to_string()], "").await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut cmd = app.command();
+    cmd.env("PLANSYNC_DELTA_MODE", "socketio")
+        .env("PLANSYNC_SOCKETIO_KEY", key);
+    let out = crate::harness::run_command(cmd, &["run", "--once"], "").await;
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn a_google_edit_reaches_its_users_socket_io_client_and_nobody_elses() {
+    let app = SyncApp::spawn().await;
+    let key = format!("{}sio", app.app.redis_prefix);
+    app.google
+        .add_calendar("bob@example.com", "Bob", "America/Chicago")
+        .unwrap();
+    let start = (Utc::now() + ChronoDuration::days(3))
+        .date_naive()
+        .and_hms_opt(15, 0, 0)
+        .unwrap()
+        .and_utc();
+    let event = |summary: &str| {
+        json!({"summary": summary, "location": "Main St 1",
+               "start": {"dateTime": js(start), "timeZone": "Europe/Berlin"},
+               "end": {"dateTime": js(start + ChronoDuration::hours(1)), "timeZone": "Europe/Berlin"}})
+    };
+    let alice_event = app
+        .google
+        .create_event("primary", event("Dentist"))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let bob_event = app
+        .google
+        .create_event("bob@example.com", event("Gym"))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.connect(1, "primary", &[]).await;
+    app.connect(2, "bob@example.com", &[]).await;
+    let mut cmd = app.command();
+    cmd.env("PLANSYNC_DELTA_MODE", "socketio")
+        .env("PLANSYNC_SOCKETIO_KEY", &key);
+    let out = crate::harness::run_command(cmd, &["run", "--once"], "").await;
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let (_server, url) = socketio_server(&redis_url(), &key).await;
+    let mut alice = socketio_client(&url, 1).await;
+    let mut bob = socketio_client(&url, 2).await;
+
+    // Alice's event is edited in Google (a field cleared, one changed).
+    let edited = app
+        .google
+        .patch_event(
+            "primary",
+            &alice_event,
+            json!({"summary": "Dentist (moved)", "location": null}),
+        )
+        .unwrap();
+    pull_socketio(&app, 1, &key).await;
+
+    let line = alice
+        .next_line(Duration::from_secs(30))
+        .await
+        .expect("alice receives plan:item-delta");
+    let received: Value = serde_json::from_str(&line).unwrap();
+    let (id, created_at, updated_at, version): (i64, DateTime<Utc>, DateTime<Utc>, i64) =
+        sqlx::query_as(
+            "SELECT a.id, a.created_at, a.updated_at, u.plan_version \
+             FROM appointments a JOIN users u ON u.id = a.user_id WHERE a.user_id = 1",
+        )
+        .fetch_one(&app.app.pool)
+        .await
+        .unwrap();
+    let expected = json!({"deltas": [{
+        "itemType": "appointment",
+        "entityId": id,
+        "action": "updated",
+        "version": version,
+        "source": "google",
+        "data": {"appointment": {
+            "id": id,
+            "userId": 1,
+            "summary": "Dentist (moved)",
+            "description": null,
+            "location": null,
+            "startAt": js(start),
+            "endAt": js(start + ChronoDuration::hours(1)),
+            "startTimeZone": "Europe/Berlin",
+            "endTimeZone": "Europe/Berlin",
+            "allDay": false,
+            "createdAt": js(created_at),
+            "updatedAt": js(updated_at),
+            "googleSync": {
+                "calendarId": "primary",
+                "eventId": alice_event,
+                "etag": edited["etag"],
+                "remoteUpdatedAt": js(parse(edited["updated"].as_str().unwrap())),
+            },
+        }},
+    }]});
+    assert_eq!(received, expected);
+    assert_eq!(version, 2, "the initial import was version 1");
+
+    // Bob saw nothing of it: his first message is his own change.
+    let bob_id: i64 = sqlx::query_scalar("SELECT id FROM appointments WHERE user_id = 2")
+        .fetch_one(&app.app.pool)
+        .await
+        .unwrap();
+    app.google
+        .delete_event("bob@example.com", &bob_event)
+        .unwrap();
+    pull_socketio(&app, 2, &key).await;
+    let line = bob
+        .next_line(Duration::from_secs(30))
+        .await
+        .expect("bob receives his own delta");
+    let received: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(received["deltas"].as_array().unwrap().len(), 1);
+    assert_eq!(received["deltas"][0]["action"], "deleted");
+    assert_eq!(received["deltas"][0]["version"], 2);
+    assert!(received["deltas"][0].get("data").is_none());
+    assert_eq!(received["deltas"][0]["entityId"], bob_id);
+}
+
+#[tokio::test]
+async fn run_once_with_redis_down_exits_zero_and_keeps_the_backlog() {
+    let app = SyncApp::spawn().await;
+    app.google
+        .create_event(
+            "primary",
+            json!({"summary": "x",
+                   "start": {"dateTime": js(Utc::now() + ChronoDuration::days(1))},
+                   "end": {"dateTime": js(Utc::now() + ChronoDuration::days(1) + ChronoDuration::hours(1))}}),
+        )
+        .unwrap();
+    app.connect(1, "primary", &[]).await;
+    let mut cmd = app.command();
+    cmd.env("REDIS_URL", "redis://127.0.0.1:9");
+    let out = crate::harness::run_command(cmd, &["run", "--once"], "").await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let status = app.status().await;
+    assert_eq!(status["outbox"]["backlog"], 1);
+    // The next pass with Redis back drains it.
+    app.run_once().await;
+    assert_eq!(app.status().await["outbox"]["backlog"], 0);
 }

@@ -1,0 +1,441 @@
+//! Pull: Google → appointments, for one connection, as one queue job.
+//!
+//! Guarantees:
+//! - **One transaction per page.** A page's appointments, links, conflict
+//!   records, `plan_version` bumps and outbox deltas commit together, fenced
+//!   by the job's lease; a pull killed between pages leaves every committed
+//!   page whole and the next run lists again from the start, finding those
+//!   events already known by their etags (no duplicate rows or deltas).
+//! - **Sync tokens.** Every page of an incremental pull repeats the sync
+//!   token; the new token is stored only in the transaction of the last page.
+//!   A 410 (`fullSyncRequired`) drops the token and turns the pull into a full
+//!   sync.
+//! - **Mark and sweep.** A full sync lists from `now - PLANSYNC_LOOKBACK_DAYS`
+//!   and stamps every link it sees with a fresh generation; only the last
+//!   page's transaction deletes the connection's appointments its listing did
+//!   not show (and that end after `timeMin`). A crash half-way sweeps nothing.
+//! - **Ownership.** New appointments belong to the connection's user, never to
+//!   anyone named inside the event.
+//! - **Batched writes.** Each kind of change is one statement per page.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
+use super::reconcile::{self, Action, LocalAppointment, LocalState, Loser};
+use super::{google_failure, SyncDeps};
+use crate::deltas::{AppointmentPayload, DeltaBatch, GoogleSync};
+use crate::google::{CalendarClient, EventPage, GoogleError, ListQuery, NextStep, RemoteEvent};
+use crate::ids::{AppointmentId, Etag, EventId, SyncToken};
+use crate::model::AppointmentFields;
+use crate::queue::{Done, Job, JobError, JobKind};
+use crate::store::appointments::{self, AppointmentRow, LinkedAppointment, NewLinked};
+use crate::store::conflicts::{self, NewConflict};
+use crate::store::connections::{self, SyncConnection};
+use crate::store::links::{self, LinkRefresh};
+use crate::store::{self, StoreError};
+use crate::worker::JobContext;
+
+/// Where a pull lists from.
+#[derive(Debug, Clone)]
+enum Mode {
+    Incremental(SyncToken),
+    Full {
+        generation: i64,
+        time_min: DateTime<Utc>,
+    },
+}
+
+enum PullError {
+    Google(GoogleError),
+    Job(JobError),
+}
+
+impl From<JobError> for PullError {
+    fn from(e: JobError) -> Self {
+        PullError::Job(e)
+    }
+}
+
+impl From<StoreError> for PullError {
+    fn from(e: StoreError) -> Self {
+        PullError::Job(e.into())
+    }
+}
+
+impl From<sqlx::Error> for PullError {
+    fn from(e: sqlx::Error) -> Self {
+        PullError::Job(e.into())
+    }
+}
+
+/// Runs a `pull` or `full_resync` job.
+pub async fn run(deps: &SyncDeps, ctx: &JobContext, job: &Job) -> Result<Done, JobError> {
+    let pool = &ctx.pool;
+    let connection = {
+        let mut conn = pool.acquire().await?;
+        connections::load_for_sync(&mut conn, job.connection).await?
+    };
+    if !connection.active {
+        // Disconnected after the job was queued: nothing to pull.
+        return job.complete(pool).await;
+    }
+    let client = deps.client(&connection)?;
+    let mut mode = match (&connection.sync_token, job.kind) {
+        (Some(token), JobKind::Pull) => Mode::Incremental(token.clone()),
+        _ => full_mode(deps, pool).await?,
+    };
+    loop {
+        match pull(deps, ctx, job, &connection, &client, &mode).await {
+            Ok(done) => return Ok(done),
+            Err(PullError::Google(err))
+                if err.next_step() == NextStep::FullResync
+                    && matches!(mode, Mode::Incremental(_)) =>
+            {
+                tracing::info!(reason = ?err.reason(), "sync token refused: full sync");
+                mode = full_mode(deps, pool).await?;
+            }
+            Err(PullError::Google(err)) => {
+                return Err(google_failure(pool, job, connection.id, err).await)
+            }
+            Err(PullError::Job(err)) => return Err(err),
+        }
+    }
+}
+
+async fn full_mode(deps: &SyncDeps, pool: &sqlx::PgPool) -> Result<Mode, JobError> {
+    let mut conn = pool.acquire().await?;
+    let generation = links::next_generation(&mut conn).await?;
+    let time_min = Utc::now() - chrono::Duration::days(i64::from(deps.settings.lookback_days));
+    Ok(Mode::Full {
+        generation,
+        time_min,
+    })
+}
+
+async fn pull(
+    deps: &SyncDeps,
+    ctx: &JobContext,
+    job: &Job,
+    connection: &SyncConnection,
+    client: &CalendarClient,
+    mode: &Mode,
+) -> Result<Done, PullError> {
+    let (mut query, generation) = match mode {
+        Mode::Incremental(token) => (ListQuery::incremental(token.clone()), None),
+        Mode::Full {
+            generation,
+            time_min,
+        } => (ListQuery::full(*time_min), Some(*generation)),
+    };
+    let mut pages = 0u32;
+    loop {
+        if ctx.cancel.is_cancelled() {
+            return Err(JobError::LeaseLost.into());
+        }
+        let page = client
+            .list_page(&connection.calendar_id, &query)
+            .await
+            .map_err(PullError::Google)?;
+        pages += 1;
+        let next = page.next_page_token.clone();
+
+        let mut tx = ctx.pool.begin().await?;
+        job.fence(&mut tx).await?;
+        appointments::mark_origin_google(&mut tx).await?;
+        let mut batch = DeltaBatch::new();
+        let events = dedup_by_id(&page.events);
+        apply_page(&mut tx, connection, &events, generation, &mut batch).await?;
+        if let Some(next) = next {
+            batch.write(&mut tx, deps.settings.bulk_threshold).await?;
+            tx.commit().await?;
+            query = query.next_page(next);
+            continue;
+        }
+        // The last page: sweep, store the token, complete — one transaction.
+        if let Mode::Full {
+            generation,
+            time_min,
+        } = mode
+        {
+            for (id, user) in links::sweep(&mut tx, connection.id, *generation, *time_min).await? {
+                batch.deleted(user, id);
+            }
+        }
+        finish(&mut tx, connection, &page).await?;
+        batch.write(&mut tx, deps.settings.bulk_threshold).await?;
+        let done = job.complete_in(&mut tx).await?;
+        tx.commit().await?;
+        tracing::info!(pages, full = generation.is_some(), "pull finished");
+        return Ok(done);
+    }
+}
+
+async fn finish(
+    tx: &mut PgConnection,
+    connection: &SyncConnection,
+    page: &EventPage,
+) -> Result<(), StoreError> {
+    connections::finish_pull(
+        tx,
+        connection.id,
+        page.next_sync_token.as_ref(),
+        page.calendar_time_zone.as_deref(),
+    )
+    .await?;
+    // DESIGN.md: the first sync of a push-target connection pushes the user's
+    // appointments that no connection links yet.
+    if connection.never_pulled && connection.is_push_target {
+        let n = store::jobs::enqueue_unlinked_pushes(tx, connection.user_id, connection.id).await?;
+        if n > 0 {
+            tracing::info!(
+                pushes = n,
+                "first sync of a push target: pushing unlinked appointments"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Google may list an event twice in one page: the last listing wins.
+fn dedup_by_id(events: &[RemoteEvent]) -> Vec<&RemoteEvent> {
+    let mut last: HashMap<&str, usize> = HashMap::with_capacity(events.len());
+    for (i, e) in events.iter().enumerate() {
+        last.insert(e.id.as_str(), i);
+    }
+    events
+        .iter()
+        .enumerate()
+        .filter(|(i, e)| last.get(e.id.as_str()) == Some(i))
+        .map(|(_, e)| e)
+        .collect()
+}
+
+fn local_state(linked: &LinkedAppointment) -> LocalState {
+    LocalState {
+        link_id: linked.link_id,
+        appointment_id: linked.appointment_id,
+        etag: linked.etag.clone(),
+        appointment: linked.row.as_ref().map(|row| LocalAppointment {
+            fields: row.fields.clone(),
+            updated_at: row.updated_at,
+        }),
+        pending_push: linked.pending_push,
+    }
+}
+
+/// The losing values of a conflict, as stored for the admin.
+pub(super) fn losing_values(
+    fields: &AppointmentFields,
+    updated_at: DateTime<Utc>,
+) -> serde_json::Value {
+    use crate::deltas::timestamp::format;
+    serde_json::json!({
+        "summary": fields.summary,
+        "description": fields.description,
+        "location": fields.location,
+        "startAt": format(&fields.start_at),
+        "endAt": format(&fields.end_at),
+        "startTimeZone": fields.start_time_zone,
+        "endTimeZone": fields.end_time_zone,
+        "allDay": fields.all_day,
+        "updatedAt": format(&updated_at),
+    })
+}
+
+fn conflict<'a>(
+    appointment_id: AppointmentId,
+    event_id: &'a EventId,
+    loser: &Loser,
+    remote_updated: Option<DateTime<Utc>>,
+) -> NewConflict<'a> {
+    match loser {
+        Loser::LocalEdit(local) => NewConflict {
+            appointment_id,
+            event_id,
+            winner: "google",
+            kind: "edit",
+            losing_values: Some(losing_values(&local.fields, local.updated_at)),
+            local_updated_at: Some(local.updated_at),
+            remote_updated_at: remote_updated,
+        },
+        Loser::RemoteEdit { fields, updated } => NewConflict {
+            appointment_id,
+            event_id,
+            winner: "local",
+            kind: "edit",
+            losing_values: Some(losing_values(fields, *updated)),
+            local_updated_at: None,
+            remote_updated_at: Some(*updated),
+        },
+        Loser::LocalEditDeleted(local) => NewConflict {
+            appointment_id,
+            event_id,
+            winner: "google",
+            kind: "delete",
+            losing_values: Some(losing_values(&local.fields, local.updated_at)),
+            local_updated_at: Some(local.updated_at),
+            remote_updated_at: None,
+        },
+    }
+}
+
+/// Reconciles one page and writes it, one statement per kind of change.
+async fn apply_page(
+    tx: &mut PgConnection,
+    connection: &SyncConnection,
+    events: &[&RemoteEvent],
+    generation: Option<i64>,
+    batch: &mut DeltaBatch,
+) -> Result<(), StoreError> {
+    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let linked = appointments::load_linked(tx, connection.id, &ids).await?;
+    let by_event: HashMap<&str, &LinkedAppointment> =
+        linked.iter().map(|l| (l.event_id.as_str(), l)).collect();
+
+    let mut creates: Vec<NewLinked> = Vec::new();
+    let mut updates: Vec<(AppointmentId, &AppointmentFields)> = Vec::new();
+    // Link etags to store, by link id; the event each appointment now matches.
+    let mut refreshes: Vec<LinkRefresh> = Vec::new();
+    let mut seen: Vec<i64> = Vec::new();
+    let mut deletes: Vec<AppointmentId> = Vec::new();
+    let mut dropped_links: Vec<i64> = Vec::new();
+    let mut conflicts: Vec<NewConflict> = Vec::new();
+    let mut superseded_pushes: Vec<AppointmentId> = Vec::new();
+    // For delta payloads: what Google knows of each changed appointment.
+    let mut sync_info: HashMap<AppointmentId, (&EventId, &Etag, DateTime<Utc>)> = HashMap::new();
+
+    for event in events {
+        let link = by_event.get(event.id.as_str()).copied();
+        let local = link.map(local_state);
+        match reconcile::decide(event, local.as_ref()) {
+            Action::Unchanged | Action::LocalDeletePending => {
+                if let Some(link) = link {
+                    seen.push(link.link_id);
+                }
+            }
+            Action::Ignore => {}
+            Action::Create(_) => {
+                let a = event.appointment().expect("create is for appointments");
+                creates.push(NewLinked {
+                    event_id: &event.id,
+                    etag: &a.etag,
+                    remote_updated_at: a.updated,
+                    fields: &a.fields,
+                });
+            }
+            Action::RefreshLink(_) => {
+                let (link, a) = (link.expect("linked"), event.appointment().expect("live"));
+                refreshes.push(LinkRefresh {
+                    link_id: link.link_id,
+                    etag: &a.etag,
+                    remote_updated_at: a.updated,
+                });
+            }
+            Action::Update {
+                appointment_id,
+                conflict: lost,
+                ..
+            } => {
+                let (link, a) = (link.expect("linked"), event.appointment().expect("live"));
+                updates.push((appointment_id, &a.fields));
+                refreshes.push(LinkRefresh {
+                    link_id: link.link_id,
+                    etag: &a.etag,
+                    remote_updated_at: a.updated,
+                });
+                sync_info.insert(appointment_id, (&event.id, &a.etag, a.updated));
+                if let Some(lost) = lost {
+                    conflicts.push(conflict(appointment_id, &event.id, &lost, Some(a.updated)));
+                    superseded_pushes.push(appointment_id);
+                }
+            }
+            Action::KeepLocal { conflict: lost, .. } => {
+                let (link, a) = (link.expect("linked"), event.appointment().expect("live"));
+                // The push that is pending sends our values with this etag.
+                refreshes.push(LinkRefresh {
+                    link_id: link.link_id,
+                    etag: &a.etag,
+                    remote_updated_at: a.updated,
+                });
+                conflicts.push(conflict(
+                    link.appointment_id,
+                    &event.id,
+                    &lost,
+                    Some(a.updated),
+                ));
+            }
+            Action::Delete {
+                appointment_id,
+                conflict: lost,
+            } => {
+                let link = link.expect("linked");
+                deletes.push(appointment_id);
+                dropped_links.push(link.link_id);
+                if let Some(lost) = lost {
+                    conflicts.push(conflict(appointment_id, &event.id, &lost, None));
+                }
+            }
+            Action::DropLink => dropped_links.push(link.expect("linked").link_id),
+        }
+    }
+
+    let created =
+        appointments::insert_linked(tx, connection.user_id, connection.id, generation, &creates)
+            .await?;
+    for (row, new) in created.into_iter().zip(&creates) {
+        let payload = payload(
+            connection,
+            row,
+            new.event_id,
+            new.etag,
+            new.remote_updated_at,
+        );
+        batch.created(payload);
+    }
+    for row in appointments::update_fields(tx, &updates).await? {
+        let (event_id, etag, updated) = sync_info[&row.id];
+        batch.updated(payload(connection, row, event_id, etag, updated));
+    }
+    links::refresh(tx, generation, &refreshes).await?;
+    if let Some(generation) = generation {
+        links::mark_seen(tx, generation, &seen).await?;
+    }
+    links::delete(tx, &dropped_links).await?;
+    for (id, user) in appointments::delete(tx, &deletes).await? {
+        batch.deleted(user, id);
+    }
+    conflicts::insert(tx, connection.id, &conflicts).await?;
+    store::jobs::cancel_queued_pushes(tx, &superseded_pushes).await?;
+    Ok(())
+}
+
+pub(super) fn payload(
+    connection: &SyncConnection,
+    row: AppointmentRow,
+    event_id: &EventId,
+    etag: &Etag,
+    remote_updated_at: DateTime<Utc>,
+) -> AppointmentPayload {
+    AppointmentPayload {
+        id: row.id,
+        user_id: row.user_id,
+        summary: row.fields.summary,
+        description: row.fields.description,
+        location: row.fields.location,
+        start_at: row.fields.start_at,
+        end_at: row.fields.end_at,
+        start_time_zone: row.fields.start_time_zone,
+        end_time_zone: row.fields.end_time_zone,
+        all_day: row.fields.all_day,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+        google_sync: Some(GoogleSync {
+            calendar_id: connection.calendar_id.clone(),
+            event_id: event_id.clone(),
+            etag: Some(etag.as_str().to_owned()),
+            remote_updated_at: Some(remote_updated_at),
+        }),
+    }
+}
