@@ -810,3 +810,32 @@ async fn a_revoked_refresh_token_marks_needs_reauth_and_stops_token_calls_until_
     );
     assert_eq!(live_events(&sync, "primary").await.len(), 1);
 }
+
+#[tokio::test]
+async fn the_first_sync_of_a_push_target_pushes_appointments_made_before_connecting() {
+    let sync = SyncApp::spawn().await;
+    sync.app.add_user(USER).await;
+    // No connection yet: the trigger records nothing.
+    let early = host_insert(&sync, NewAppointment::default()).await;
+    assert_eq!(scalar(&sync, "SELECT count(*) FROM plansync.jobs").await, 0);
+    sync.connect(USER, "primary", &[]).await;
+    sync.run_once().await;
+
+    let events = live_events(&sync, "primary").await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].0, event_id(&sync, early).await);
+    // A later pull sees the pushed event as its own echo.
+    let out = sync.run(&["resync", "--user", "1"], "").await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    sync.run_once().await;
+    assert!(
+        calls(&sync, Operation::List).len() >= 2,
+        "a pull ran after the push"
+    );
+    assert!(deltas(&sync).await.is_empty());
+    assert_eq!(
+        scalar(&sync, "SELECT count(*) FROM appointments").await,
+        1,
+        "the pushed event is not imported back as a second appointment"
+    );
+}
