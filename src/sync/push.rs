@@ -329,7 +329,7 @@ impl Push<'_> {
                 lost: None,
             }),
             Err(GoogleError::Duplicate { .. }) => {
-                let existing = self.fetch(&link.event_id).await?;
+                let existing = self.fetch(&link.event_id, NotFound::Retry).await?;
                 if !is_ours(&existing, self.connection.id, appointment.id) {
                     return Err(JobError::Fatal(format!(
                         "Google already has an event {} that was not inserted for appointment {} \
@@ -382,10 +382,11 @@ impl Push<'_> {
                 lost: None,
             }),
             Err(GoogleError::PreconditionFailed) => {
-                let current = self.fetch(&link.event_id).await?;
+                let current = self.fetch(&link.event_id, NotFound::Retry).await?;
                 self.resolve(appointment, link, current, true).await
             }
-            Err(GoogleError::NotFound { .. } | GoogleError::Gone { .. }) => {
+            Err(GoogleError::NotFound { .. }) => Err(not_found(&link.event_id)),
+            Err(GoogleError::Gone { .. }) => {
                 let lost = Lost::from_loser(&Loser::LocalEditDeleted(local(&appointment)), None);
                 Ok(Outcome::RemoteDeleted {
                     link,
@@ -499,7 +500,7 @@ impl Push<'_> {
             Err(GoogleError::PreconditionFailed) => {
                 // Edited in Google since our etag: the delete wins anyway,
                 // and the edit is the losing version.
-                let current = self.fetch(&link.event_id).await?;
+                let current = self.fetch(&link.event_id, NotFound::Deleted).await?;
                 match current.kind {
                     RemoteEventKind::Appointment(remote) => {
                         match self
@@ -537,20 +538,26 @@ impl Push<'_> {
         })
     }
 
-    /// `events.get`, with an event Google no longer has read as deleted.
-    async fn fetch(&self, event: &EventId) -> Result<RemoteEvent, JobError> {
+    /// `events.get`, with a 410 read as deleted, and a 404 as `not_found`
+    /// says.
+    async fn fetch(&self, event: &EventId, not_found: NotFound) -> Result<RemoteEvent, JobError> {
+        let deleted = || RemoteEvent {
+            id: event.clone(),
+            recurring_event_id: None,
+            private_properties: BTreeMap::new(),
+            kind: RemoteEventKind::Cancelled,
+        };
         match self
             .client
             .get_event(&self.connection.calendar_id, event, self.zone())
             .await
         {
             Ok(found) => Ok(found),
-            Err(GoogleError::NotFound { .. } | GoogleError::Gone { .. }) => Ok(RemoteEvent {
-                id: event.clone(),
-                recurring_event_id: None,
-                private_properties: BTreeMap::new(),
-                kind: RemoteEventKind::Cancelled,
-            }),
+            Err(GoogleError::Gone { .. }) => Ok(deleted()),
+            Err(GoogleError::NotFound { .. }) => match not_found {
+                NotFound::Deleted => Ok(deleted()),
+                NotFound::Retry => Err(self::not_found(event)),
+            },
             Err(err) => Err(self.fail(err).await),
         }
     }
@@ -682,6 +689,28 @@ impl Push<'_> {
         tx.commit().await?;
         Ok(done)
     }
+}
+
+/// What a 404 on an event means to the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NotFound {
+    /// A delete: the event is not there, which is all a delete wants.
+    Deleted,
+    /// An edit: Google deletes events by cancelling them (410, or a
+    /// `cancelled` event), so a 404 may as well mean the calendar itself is
+    /// gone, and deleting the appointment on it would lose data.
+    Retry,
+}
+
+/// A 404 on an event an edit was meant for: retried, while pulls settle
+/// whether the calendar is gone (the connection is then blocked) or the event
+/// was purged (a full sync sweeps the appointment, and the push has nothing
+/// left to do).
+fn not_found(event: &EventId) -> JobError {
+    JobError::Retry(format!(
+        "Google answers 404 for event {event}: the event or its calendar is gone; \
+         a pull settles which"
+    ))
 }
 
 fn local(appointment: &AppointmentRow) -> LocalAppointment {

@@ -839,3 +839,41 @@ async fn the_first_sync_of_a_push_target_pushes_appointments_made_before_connect
         "the pushed event is not imported back as a second appointment"
     );
 }
+
+#[tokio::test]
+async fn a_404_on_an_edit_never_deletes_the_appointment() {
+    let sync = SyncApp::spawn().await;
+    let (id, _) = pushed(&sync).await;
+    // Google no longer knows the event at all (purged, or its calendar gone:
+    // a 404 cannot tell which), unlike a deletion, which Google keeps.
+    host_exec(
+        &sync,
+        "UPDATE plansync.links SET event_id = 'unknown0event' WHERE appointment_id = $1",
+        id,
+    )
+    .await;
+    host_exec(
+        &sync,
+        "UPDATE appointments SET summary = 'local' WHERE id = $1",
+        id,
+    )
+    .await;
+    sync.run_once().await;
+
+    assert!(calls(&sync, Operation::Patch)
+        .iter()
+        .all(|p| p.status == Some(404)));
+    assert_eq!(summary(&sync, id).await.as_deref(), Some("local"));
+    assert!(link(&sync, id).await.is_some());
+    assert!(deltas(&sync).await.is_empty());
+    let (state, error): (String, Option<String>) = sqlx::query_as(
+        "SELECT state, last_error FROM plansync.jobs WHERE kind = 'push' \
+         AND appointment_id = $1 ORDER BY id DESC LIMIT 1",
+    )
+    .bind(id)
+    .fetch_one(&sync.app.pool)
+    .await
+    .unwrap();
+    assert!(state == "queued" || state == "dead", "{state}");
+    assert!(error.unwrap().contains("404"));
+}
