@@ -16,7 +16,9 @@
 //!   our etag (412, or an adopted 409 that differs): Google newer or equal →
 //!   the appointment takes Google's values (a `source:'google'` delta); ours
 //!   newer → `PATCH` again on Google's etag. A delete beats an edit on either
-//!   side. Every overwritten losing version is kept as a conflict record.
+//!   side. Every overwritten losing version is kept as a conflict record. A
+//!   404 on an edit is retried, never read as a delete: it may mean the
+//!   calendar is gone, which a pull settles.
 //! - **Echo-safe.** The etag and `updated` Google answered are stored in the
 //!   link in the transaction that completes the job (fenced), so the next pull
 //!   recognises its own echo. A push writes no appointment column and emits no
