@@ -81,7 +81,8 @@ pub async fn delete(conn: &mut PgConnection, link_ids: &[i64]) -> Result<(), Sto
 /// The sweep of a completed full sync: deletes the connection's appointments
 /// whose events the listing did not show (stamped with another generation)
 /// and that end after the listing's `time_min`, with their links. Returns
-/// the deleted appointments.
+/// the deleted appointments. A link without etag is a push's insert not yet
+/// confirmed (its event may not exist yet): never swept.
 pub async fn sweep(
     conn: &mut PgConnection,
     connection: ConnectionId,
@@ -93,7 +94,7 @@ pub async fn sweep(
              SELECT l.id AS link_id, l.appointment_id FROM plansync.links l \
              JOIN public.appointments a ON a.id = l.appointment_id \
              WHERE l.connection_id = $1 AND l.seen_generation IS DISTINCT FROM $2 \
-               AND a.end_at > $3), \
+               AND a.end_at > $3 AND l.etag IS NOT NULL), \
          unlinked AS (DELETE FROM plansync.links WHERE id IN (SELECT link_id FROM gone)) \
          DELETE FROM public.appointments WHERE id IN (SELECT appointment_id FROM gone) \
          RETURNING id, user_id",

@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod links;
 pub mod migrate;
 pub mod outbox;
+pub mod push;
 pub mod status;
 
 use std::time::Duration;

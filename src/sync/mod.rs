@@ -13,6 +13,7 @@
 //! or `resync`), and anything else is parked with its error.
 
 pub mod pull;
+pub mod push;
 pub mod reconcile;
 
 use std::collections::HashMap;

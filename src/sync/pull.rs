@@ -226,7 +226,10 @@ fn local_state(linked: &LinkedAppointment) -> LocalState {
 }
 
 /// The losing values of a conflict, as stored for the admin.
-fn losing_values(fields: &AppointmentFields, updated_at: DateTime<Utc>) -> serde_json::Value {
+pub(super) fn losing_values(
+    fields: &AppointmentFields,
+    updated_at: DateTime<Utc>,
+) -> serde_json::Value {
     use crate::deltas::timestamp::format;
     serde_json::json!({
         "summary": fields.summary,
@@ -408,7 +411,7 @@ async fn apply_page(
     Ok(())
 }
 
-fn payload(
+pub(super) fn payload(
     connection: &SyncConnection,
     row: AppointmentRow,
     event_id: &EventId,

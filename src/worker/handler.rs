@@ -63,7 +63,7 @@ impl JobHandler for SyncJobs {
             JobKind::Pull | JobKind::FullResync => {
                 crate::sync::pull::run(&self.deps, ctx, job).await
             }
-            JobKind::Push => Err(not_built("push sync")),
+            JobKind::Push => crate::sync::push::run(&self.deps, ctx, job).await,
             JobKind::Watch => Err(not_built("notification channels")),
         }
     }

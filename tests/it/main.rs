@@ -8,6 +8,7 @@ mod fake_google;
 mod foundation;
 mod google_client;
 mod pull;
+mod push;
 mod queue;
 mod realtime;
 mod worker;

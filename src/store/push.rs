@@ -1,0 +1,177 @@
+//! What a push job reads and records: one appointment (which the host may have
+//! deleted), its link (which may not exist yet), and the insert it is about
+//! to send.
+//!
+//! A push records an insert's event id in a link with no etag *before* the
+//! call and commits it, so a retry after a lost answer sends the same id and
+//! Google's 409 tells it the event exists; the link's etag is filled in when
+//! the insert is confirmed. The event id itself is built by the sync code
+//! from [`event_id_salt`] and [`next_incarnation`].
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
+use super::appointments::AppointmentRow;
+use super::StoreError;
+use crate::ids::{AppointmentId, ConnectionId, Etag, EventId, UserId};
+use crate::model::AppointmentFields;
+
+/// An appointment's link, as a push sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushLink {
+    pub id: i64,
+    pub connection_id: ConnectionId,
+    pub event_id: EventId,
+    /// `None`: an insert under `event_id` was recorded but not confirmed.
+    pub etag: Option<Etag>,
+    pub remote_updated_at: Option<DateTime<Utc>>,
+}
+
+/// One appointment and its link, either of which may be gone.
+#[derive(Debug, Clone)]
+pub struct PushState {
+    pub appointment: Option<AppointmentRow>,
+    pub link: Option<PushLink>,
+}
+
+#[derive(sqlx::FromRow)]
+struct StateRow {
+    user_id: Option<UserId>,
+    summary: Option<String>,
+    description: Option<String>,
+    location: Option<String>,
+    start_at: Option<DateTime<Utc>>,
+    end_at: Option<DateTime<Utc>>,
+    start_time_zone: Option<String>,
+    end_time_zone: Option<String>,
+    all_day: Option<bool>,
+    created_at: Option<DateTime<Utc>>,
+    updated_at: Option<DateTime<Utc>>,
+    link_id: Option<i64>,
+    link_connection: Option<ConnectionId>,
+    event_id: Option<EventId>,
+    etag: Option<Etag>,
+    remote_updated_at: Option<DateTime<Utc>>,
+}
+
+/// The appointment (absent when the host deleted it) and its link (absent
+/// when it was never pushed, on any connection).
+pub async fn load(conn: &mut PgConnection, id: AppointmentId) -> Result<PushState, StoreError> {
+    let row: StateRow = sqlx::query_as(
+        "SELECT a.user_id, a.summary, a.description, a.location, a.start_at, a.end_at, \
+             a.start_time_zone, a.end_time_zone, a.all_day, a.created_at, a.updated_at, \
+             l.id AS link_id, l.connection_id AS link_connection, l.event_id, l.etag, \
+             l.remote_updated_at \
+         FROM (SELECT $1::BIGINT AS id) k \
+         LEFT JOIN public.appointments a ON a.id = k.id \
+         LEFT JOIN plansync.links l ON l.appointment_id = k.id",
+    )
+    .bind(id)
+    .fetch_one(conn)
+    .await?;
+    let appointment = match (
+        row.user_id,
+        row.summary,
+        row.start_at,
+        row.end_at,
+        row.all_day,
+        row.created_at,
+        row.updated_at,
+    ) {
+        (
+            Some(user_id),
+            Some(summary),
+            Some(start_at),
+            Some(end_at),
+            Some(all_day),
+            Some(created_at),
+            Some(updated_at),
+        ) => Some(AppointmentRow {
+            id,
+            user_id,
+            fields: AppointmentFields {
+                summary,
+                description: row.description,
+                location: row.location,
+                start_at,
+                end_at,
+                start_time_zone: row.start_time_zone,
+                end_time_zone: row.end_time_zone,
+                all_day,
+            },
+            created_at,
+            updated_at,
+        }),
+        _ => None,
+    };
+    let link = match (row.link_id, row.link_connection, row.event_id) {
+        (Some(id), Some(connection_id), Some(event_id)) => Some(PushLink {
+            id,
+            connection_id,
+            event_id,
+            etag: row.etag,
+            remote_updated_at: row.remote_updated_at,
+        }),
+        _ => None,
+    };
+    Ok(PushState { appointment, link })
+}
+
+/// This deployment's event-id salt (generated once by the migration).
+pub async fn event_id_salt(conn: &mut PgConnection) -> Result<String, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT event_id_salt FROM plansync.deployment")
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+/// A number never drawn before, for the next event id.
+pub async fn next_incarnation(conn: &mut PgConnection) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT nextval('plansync.event_incarnation')")
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+/// Records that `appointment` is about to be inserted on `connection` as
+/// `event_id`: a link without etag. Returns the link.
+pub async fn record_insert(
+    conn: &mut PgConnection,
+    connection: ConnectionId,
+    appointment: AppointmentId,
+    event_id: &EventId,
+) -> Result<PushLink, StoreError> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO plansync.links (connection_id, appointment_id, event_id) \
+         VALUES ($1, $2, $3) RETURNING id",
+    )
+    .bind(connection)
+    .bind(appointment)
+    .bind(event_id)
+    .fetch_one(conn)
+    .await?;
+    Ok(PushLink {
+        id,
+        connection_id: connection,
+        event_id: event_id.clone(),
+        etag: None,
+        remote_updated_at: None,
+    })
+}
+
+/// Locks the appointment row until the transaction ends and returns its
+/// `updated_at`, or `None` when it no longer exists: a push that is about to
+/// overwrite it with Google's values checks nobody changed it meanwhile.
+pub async fn lock_appointment(
+    conn: &mut PgConnection,
+    id: AppointmentId,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT updated_at FROM public.appointments WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
