@@ -320,6 +320,13 @@ pub fn region(env: &Env) -> Result<String, ConfigError> {
     Ok(region)
 }
 
+/// How long published outbox rows are kept before the relay prunes them
+/// (`PLANSYNC_OUTBOX_RETENTION_SECS`, default one day; an extension of
+/// DESIGN.md's table).
+pub fn outbox_retention(env: &Env) -> Result<Duration, ConfigError> {
+    env.secs_or("PLANSYNC_OUTBOX_RETENTION_SECS", 86_400, 0)
+}
+
 /// Retry and lease policy of the job queue.
 #[derive(Debug, Clone)]
 pub struct QueueSettings {

@@ -73,6 +73,7 @@ pub async fn run(env: &Env, args: RunArgs) -> anyhow::Result<ExitCode> {
     let google = GoogleSettings::from_env(env)?;
     let cipher = config::token_cipher(env)?;
     let redis = RedisSettings::from_env(env)?;
+    let outbox_retention = config::outbox_retention(env)?;
     let sync = SyncSettings::from_env(env)?;
     let queue = QueueSettings::from_env(env)?;
     let settings = WorkerSettings::from_env(env)?;
@@ -93,8 +94,12 @@ pub async fn run(env: &Env, args: RunArgs) -> anyhow::Result<ExitCode> {
     let google = GoogleClient::new(&google).context("building the Google client")?;
     let deps = SyncDeps::new(google, cipher, sync.clone());
     let worker = Worker::new(pool.clone(), config, SyncJobs::new(deps));
-    let relay = Relay::new(pool.clone(), redis, RelaySettings::default())
-        .context("configuring the delta relay")?;
+    let relay_settings = RelaySettings {
+        retention: outbox_retention,
+        ..RelaySettings::default()
+    };
+    let relay =
+        Relay::new(pool.clone(), redis, relay_settings).context("configuring the delta relay")?;
 
     if args.once {
         let report = worker.run_once().await.context("the pass could not run")?;

@@ -391,3 +391,34 @@ async fn two_relays_on_one_outbox_keep_each_users_order() {
         r.await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn published_rows_are_pruned_after_the_retention_period_and_unpublished_ones_never() {
+    let app = TestApp::spawn().await;
+    app.add_user(1).await;
+    commit_deletes(&app, 1, &[1, 2, 3]).await;
+    // Row 1 was published two days ago, row 2 a minute ago, row 3 never.
+    sqlx::query(
+        "UPDATE plansync.outbox SET published_at = CASE version \
+             WHEN 1 THEN now() - interval '2 days' WHEN 2 THEN now() - interval '1 minute' END \
+         WHERE version IN (1, 2)",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let relay = Relay::new(
+        app.pool.clone(),
+        redis_settings(&app, redis_url(), DeltaMode::Json),
+        RelaySettings {
+            retention: Duration::from_secs(3600),
+            ..fast_relay()
+        },
+    )
+    .unwrap();
+    assert_eq!(relay.prune().await.unwrap(), 1);
+    let left: Vec<i64> = sqlx::query_scalar("SELECT version FROM plansync.outbox ORDER BY version")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, vec![2, 3]);
+}

@@ -644,3 +644,76 @@ async fn a_panicking_handler_fails_its_job_instead_of_leaving_it_running() {
         Some("the job handler panicked: bug in a handler")
     );
 }
+
+#[tokio::test]
+async fn sigterm_during_a_long_google_call_exits_zero_within_the_grace_and_releases_the_lease() {
+    let app = crate::harness::SyncApp::spawn().await;
+    app.connect(1, "primary", &[]).await;
+    // The first sync's listing hangs far longer than the grace period.
+    app.google.inject_fault(
+        plansync::fake_google::Operation::List,
+        plansync::fake_google::Fault::Delay {
+            millis: Duration::from_secs(60),
+        },
+        1,
+    );
+    let mut cmd = app.command();
+    cmd.args(["run"])
+        .env("PLANSYNC_HTTP_ADDR", "127.0.0.1:0")
+        .env("PLANSYNC_SHUTDOWN_GRACE_SECS", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    eventually(30, "the full sync to be running", || {
+        let pool = app.app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM plansync.jobs WHERE state = 'running'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+                == 1
+        }
+    })
+    .await;
+    // The log records a call when it is answered: once the token is, the
+    // job is at (or about to make) the listing that hangs.
+    eventually(30, "the job to have its access token", || {
+        let google = &app.google;
+        async move {
+            google
+                .requests()
+                .iter()
+                .any(|r| r.operation == plansync::fake_google::Operation::Token)
+        }
+    })
+    .await;
+    let stopping = Instant::now();
+    let pid = child.id().unwrap().to_string();
+    let kill = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(kill.success());
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("the worker exits")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "exited {:?} after SIGTERM with a 1 s grace",
+        stopping.elapsed()
+    );
+    let (state, token, attempts): (String, Option<uuid::Uuid>, i32) = sqlx::query_as(
+        "SELECT state, claim_token, attempts FROM plansync.jobs WHERE kind = 'full_resync'",
+    )
+    .fetch_one(&app.app.pool)
+    .await
+    .unwrap();
+    assert_eq!(state, "queued", "released back to the queue");
+    assert!(token.is_none(), "no lease left behind");
+    assert_eq!(attempts, 0, "a release spends no attempt");
+}
