@@ -45,13 +45,10 @@ pub struct AppointmentRow {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The appointment columns of an outer join: all NULL when the host deleted
+/// the row (its link outlives it until the push has deleted the event).
 #[derive(sqlx::FromRow)]
-struct RowWithLink {
-    link_id: i64,
-    event_id: EventId,
-    appointment_id: AppointmentId,
-    etag: Option<Etag>,
-    pending_push: bool,
+pub(super) struct MaybeAppointment {
     user_id: Option<UserId>,
     summary: Option<String>,
     description: Option<String>,
@@ -65,49 +62,46 @@ struct RowWithLink {
     updated_at: Option<DateTime<Utc>>,
 }
 
+impl MaybeAppointment {
+    pub(super) fn into_row(self, id: AppointmentId) -> Option<AppointmentRow> {
+        Some(AppointmentRow {
+            id,
+            user_id: self.user_id?,
+            fields: AppointmentFields {
+                summary: self.summary?,
+                description: self.description,
+                location: self.location,
+                start_at: self.start_at?,
+                end_at: self.end_at?,
+                start_time_zone: self.start_time_zone,
+                end_time_zone: self.end_time_zone,
+                all_day: self.all_day?,
+            },
+            created_at: self.created_at?,
+            updated_at: self.updated_at?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct RowWithLink {
+    link_id: i64,
+    event_id: EventId,
+    appointment_id: AppointmentId,
+    etag: Option<Etag>,
+    pending_push: bool,
+    #[sqlx(flatten)]
+    appointment: MaybeAppointment,
+}
+
 impl RowWithLink {
     fn into_linked(self) -> LinkedAppointment {
-        let row = match (
-            self.user_id,
-            self.summary,
-            self.start_at,
-            self.end_at,
-            self.all_day,
-            self.created_at,
-            self.updated_at,
-        ) {
-            (
-                Some(user_id),
-                Some(summary),
-                Some(start_at),
-                Some(end_at),
-                Some(all_day),
-                Some(created_at),
-                Some(updated_at),
-            ) => Some(AppointmentRow {
-                id: self.appointment_id,
-                user_id,
-                fields: AppointmentFields {
-                    summary,
-                    description: self.description,
-                    location: self.location,
-                    start_at,
-                    end_at,
-                    start_time_zone: self.start_time_zone,
-                    end_time_zone: self.end_time_zone,
-                    all_day,
-                },
-                created_at,
-                updated_at,
-            }),
-            _ => None,
-        };
         LinkedAppointment {
             link_id: self.link_id,
             event_id: self.event_id,
             appointment_id: self.appointment_id,
             etag: self.etag,
-            row,
+            row: self.appointment.into_row(self.appointment_id),
             pending_push: self.pending_push,
         }
     }

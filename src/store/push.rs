@@ -11,10 +11,9 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use super::appointments::AppointmentRow;
+use super::appointments::{AppointmentRow, MaybeAppointment};
 use super::StoreError;
-use crate::ids::{AppointmentId, ConnectionId, Etag, EventId, UserId};
-use crate::model::AppointmentFields;
+use crate::ids::{AppointmentId, ConnectionId, Etag, EventId};
 
 /// An appointment's link, as a push sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,17 +35,8 @@ pub struct PushState {
 
 #[derive(sqlx::FromRow)]
 struct StateRow {
-    user_id: Option<UserId>,
-    summary: Option<String>,
-    description: Option<String>,
-    location: Option<String>,
-    start_at: Option<DateTime<Utc>>,
-    end_at: Option<DateTime<Utc>>,
-    start_time_zone: Option<String>,
-    end_time_zone: Option<String>,
-    all_day: Option<bool>,
-    created_at: Option<DateTime<Utc>>,
-    updated_at: Option<DateTime<Utc>>,
+    #[sqlx(flatten)]
+    appointment: MaybeAppointment,
     link_id: Option<i64>,
     link_connection: Option<ConnectionId>,
     event_id: Option<EventId>,
@@ -69,41 +59,7 @@ pub async fn load(conn: &mut PgConnection, id: AppointmentId) -> Result<PushStat
     .bind(id)
     .fetch_one(conn)
     .await?;
-    let appointment = match (
-        row.user_id,
-        row.summary,
-        row.start_at,
-        row.end_at,
-        row.all_day,
-        row.created_at,
-        row.updated_at,
-    ) {
-        (
-            Some(user_id),
-            Some(summary),
-            Some(start_at),
-            Some(end_at),
-            Some(all_day),
-            Some(created_at),
-            Some(updated_at),
-        ) => Some(AppointmentRow {
-            id,
-            user_id,
-            fields: AppointmentFields {
-                summary,
-                description: row.description,
-                location: row.location,
-                start_at,
-                end_at,
-                start_time_zone: row.start_time_zone,
-                end_time_zone: row.end_time_zone,
-                all_day,
-            },
-            created_at,
-            updated_at,
-        }),
-        _ => None,
-    };
+    let appointment = row.appointment.into_row(id);
     let link = match (row.link_id, row.link_connection, row.event_id) {
         (Some(id), Some(connection_id), Some(event_id)) => Some(PushLink {
             id,
