@@ -7,7 +7,6 @@
 -- older stamps behind but sweeps nothing: only a completed listing sweeps.
 ALTER TABLE plansync.links ADD COLUMN seen_generation BIGINT;
 CREATE SEQUENCE plansync.sync_generation;
-CREATE INDEX links_connection_generation_idx ON plansync.links (connection_id, seen_generation);
 
 -- Every overwritten losing version of an appointment, kept for the admin.
 CREATE TABLE plansync.conflicts (

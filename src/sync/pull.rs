@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::{Acquire, PgConnection};
 
 use super::reconcile::{self, Action, LocalAppointment, LocalState, Loser};
 use super::{google_failure, SyncDeps};
@@ -130,6 +130,9 @@ async fn pull(
             time_min,
         } => (ListQuery::full(*time_min), Some(*generation)),
     };
+    // One connection for every page of the job: its buffers are sized once,
+    // so the pull's memory follows the page size, not the calendar's.
+    let mut conn = ctx.pool.acquire().await?;
     let mut pages = 0u32;
     let mut events_seen = 0usize;
     // Time spent waiting on Google vs. the rest (reconcile and the page's
@@ -151,7 +154,7 @@ async fn pull(
         events_seen += page.events.len();
         let next = page.next_page_token.clone();
 
-        let mut tx = ctx.pool.begin().await?;
+        let mut tx = conn.begin().await?;
         job.fence(&mut tx).await?;
         appointments::mark_origin_google(&mut tx).await?;
         let mut batch = DeltaBatch::new();
