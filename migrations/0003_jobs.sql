@@ -130,7 +130,10 @@ RETURNS VOID LANGUAGE sql AS $$
              ORDER BY c.push_target DESC, c.id LIMIT 1) pt ON l.connection_id IS NULL
      WHERE COALESCE(lc.id, pt.id) IS NOT NULL
     ON CONFLICT (kind, connection_id, (COALESCE(appointment_id, 0))) WHERE state = 'queued'
-    DO NOTHING
+    -- Not DO NOTHING: touching the queued job row-locks it until the host's
+    -- transaction ends, so no worker can claim it (claims skip locked rows)
+    -- and push the values from before this change.
+    DO UPDATE SET updated_at = now()
 $$;
 
 -- Statement-level with transition tables: one batched insert per host

@@ -7,6 +7,25 @@
 
 use chrono::{DateTime, Utc};
 
+impl AppointmentFields {
+    /// Whether Google holds these same values, as far as a round trip through
+    /// Google can tell: an appointment without a zone is sent in the
+    /// calendar's zone and comes back with it, and Google keeps times to the
+    /// second. Without this, the echo of our own push would later look like a
+    /// remote edit and rewrite the row (with a delta) for nothing.
+    pub fn matches(&self, other: &AppointmentFields, calendar_time_zone: Option<&str>) -> bool {
+        let zone = |z: &Option<String>| z.as_deref().or(calendar_time_zone).map(str::to_owned);
+        self.summary == other.summary
+            && self.description == other.description
+            && self.location == other.location
+            && self.start_at.timestamp() == other.start_at.timestamp()
+            && self.end_at.timestamp() == other.end_at.timestamp()
+            && self.all_day == other.all_day
+            && zone(&self.start_time_zone) == zone(&other.start_time_zone)
+            && zone(&self.end_time_zone) == zone(&other.end_time_zone)
+    }
+}
+
 /// The synced columns of one appointment.
 ///
 /// For an all-day appointment `start_at`/`end_at` are 00:00 UTC of the dates,
@@ -22,4 +41,37 @@ pub struct AppointmentFields {
     pub start_time_zone: Option<String>,
     pub end_time_zone: Option<String>,
     pub all_day: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn fields() -> AppointmentFields {
+        let t = Utc.with_ymd_and_hms(2026, 12, 1, 10, 0, 0).unwrap();
+        AppointmentFields {
+            summary: "x".into(),
+            description: None,
+            location: None,
+            start_at: t + chrono::Duration::milliseconds(250),
+            end_at: t + chrono::Duration::hours(1),
+            start_time_zone: None,
+            end_time_zone: None,
+            all_day: false,
+        }
+    }
+
+    #[test]
+    fn a_zone_less_appointment_matches_its_echo_in_the_calendars_zone() {
+        let local = fields();
+        let mut echo = fields();
+        echo.start_at = echo.start_at - chrono::Duration::milliseconds(250);
+        echo.start_time_zone = Some("America/Chicago".into());
+        echo.end_time_zone = Some("America/Chicago".into());
+        assert!(local.matches(&echo, Some("America/Chicago")));
+        assert!(!local.matches(&echo, Some("Europe/Berlin")));
+        echo.summary = "y".into();
+        assert!(!local.matches(&echo, Some("America/Chicago")));
+    }
 }

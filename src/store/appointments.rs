@@ -107,13 +107,29 @@ impl RowWithLink {
     }
 }
 
-/// The connection's links for `event_ids`, with their appointments (locked
-/// for update, so a concurrent host edit waits for this page's commit).
+/// The connection's links for `event_ids`, with their appointments.
+///
+/// The appointments are row-locked first (in id order, so two pages never
+/// deadlock each other), and only then read, in a statement of its own: a host
+/// edit that committed while we waited for a lock is seen, with the push job
+/// its trigger queued, and one that comes later waits for this page's commit.
+/// Deciding on values that a concurrent edit has already replaced would
+/// overwrite that edit without a conflict record.
 pub async fn load_linked(
     conn: &mut PgConnection,
     connection: ConnectionId,
     event_ids: &[&str],
 ) -> Result<Vec<LinkedAppointment>, StoreError> {
+    sqlx::query(
+        "SELECT a.id FROM plansync.links l \
+         JOIN public.appointments a ON a.id = l.appointment_id \
+         WHERE l.connection_id = $1 AND l.event_id = ANY($2) \
+         ORDER BY a.id FOR UPDATE OF a",
+    )
+    .bind(connection)
+    .bind(event_ids)
+    .execute(&mut *conn)
+    .await?;
     let rows = sqlx::query_as::<_, RowWithLink>(
         "SELECT l.id AS link_id, l.event_id, l.appointment_id, l.etag, \
              EXISTS (SELECT 1 FROM plansync.jobs j WHERE j.kind = 'push' \

@@ -84,6 +84,17 @@ impl SyncDeps {
 
 /// How long a rate-limited job waits when Google gave no `Retry-After`.
 const DEFAULT_SNOOZE: Duration = Duration::from_secs(30);
+/// The least a rate-limited job waits, whatever `Retry-After` said (0, or a
+/// date already past), so a pass never spins on a job Google keeps refusing.
+const MIN_SNOOZE: Duration = Duration::from_secs(1);
+
+/// The snooze for a rate limit: Google's `Retry-After` (at least
+/// [`MIN_SNOOZE`]) plus up to 20% jitter, so a fleet that was throttled
+/// together does not come back in lockstep.
+fn snooze_for(retry_after: Option<Duration>) -> Duration {
+    let base = retry_after.unwrap_or(DEFAULT_SNOOZE).max(MIN_SNOOZE);
+    base + base.mul_f64(rand::random::<f64>() * 0.2)
+}
 
 /// Turns a Google failure into the queue's outcome, blocking the connection
 /// where the failure says so (in its own fenced transaction, so a job that
@@ -98,7 +109,7 @@ pub async fn google_failure(
     let blocked = match err.next_step() {
         NextStep::Snooze { after } => {
             return JobError::Snooze {
-                after: after.unwrap_or(DEFAULT_SNOOZE),
+                after: snooze_for(after),
                 reason: message,
             }
         }
@@ -123,5 +134,28 @@ pub async fn google_failure(
             reason: message,
         },
         Err(e) => e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snoozes_honour_retry_after_with_a_floor_and_bounded_jitter() {
+        for _ in 0..100 {
+            let s = snooze_for(Some(Duration::from_secs(10)));
+            assert!(
+                s >= Duration::from_secs(10) && s <= Duration::from_secs(12),
+                "{s:?}"
+            );
+            let s = snooze_for(Some(Duration::ZERO));
+            assert!(s >= MIN_SNOOZE && s <= MIN_SNOOZE.mul_f64(1.2), "{s:?}");
+            let s = snooze_for(None);
+            assert!(
+                s >= DEFAULT_SNOOZE && s <= DEFAULT_SNOOZE.mul_f64(1.2),
+                "{s:?}"
+            );
+        }
     }
 }

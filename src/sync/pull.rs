@@ -159,7 +159,11 @@ async fn pull(
         appointments::mark_origin_google(&mut tx).await?;
         let mut batch = DeltaBatch::new();
         let events = dedup_by_id(&page.events);
-        apply_page(&mut tx, connection, &events, generation, &mut batch).await?;
+        let zone = page
+            .calendar_time_zone
+            .as_deref()
+            .or(connection.calendar_time_zone.as_deref());
+        apply_page(&mut tx, connection, &events, generation, zone, &mut batch).await?;
         if let Some(next) = next {
             batch.write(&mut tx, deps.settings.bulk_threshold).await?;
             tx.commit().await?;
@@ -233,7 +237,7 @@ fn dedup_by_id(events: &[RemoteEvent]) -> Vec<&RemoteEvent> {
         .collect()
 }
 
-fn local_state(linked: &LinkedAppointment) -> LocalState {
+fn local_state(linked: &LinkedAppointment, calendar_time_zone: Option<&str>) -> LocalState {
     LocalState {
         link_id: linked.link_id,
         appointment_id: linked.appointment_id,
@@ -243,6 +247,7 @@ fn local_state(linked: &LinkedAppointment) -> LocalState {
             updated_at: row.updated_at,
         }),
         pending_push: linked.pending_push,
+        calendar_time_zone: calendar_time_zone.map(str::to_owned),
     }
 }
 
@@ -308,6 +313,7 @@ async fn apply_page(
     connection: &SyncConnection,
     events: &[&RemoteEvent],
     generation: Option<i64>,
+    calendar_time_zone: Option<&str>,
     batch: &mut DeltaBatch,
 ) -> Result<(), StoreError> {
     let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
@@ -329,7 +335,7 @@ async fn apply_page(
 
     for event in events {
         let link = by_event.get(event.id.as_str()).copied();
-        let local = link.map(local_state);
+        let local = link.map(|l| local_state(l, calendar_time_zone));
         match reconcile::decide(event, local.as_ref()) {
             Action::Unchanged | Action::LocalDeletePending => {
                 if let Some(link) = link {

@@ -415,6 +415,7 @@ impl Push<'_> {
             etag: link.etag.clone(),
             appointment: Some(local(&appointment)),
             pending_push: true,
+            calendar_time_zone: self.connection.calendar_time_zone.clone(),
         };
         match reconcile::decide(&current, Some(&local_state)) {
             Action::RefreshLink(remote) => Ok(Outcome::Confirmed {

@@ -33,6 +33,8 @@ pub struct LocalState {
     pub appointment: Option<LocalAppointment>,
     /// A local change waits to be pushed.
     pub pending_push: bool,
+    /// The calendar's zone, which a zone-less appointment takes in Google.
+    pub calendar_time_zone: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,7 +117,10 @@ pub fn decide(event: &RemoteEvent, local: Option<&LocalState>) -> Action {
     if local.etag.as_ref() == Some(&remote.etag) {
         return Action::Unchanged;
     }
-    if appointment.fields == remote.fields {
+    if appointment
+        .fields
+        .matches(&remote.fields, local.calendar_time_zone.as_deref())
+    {
         return Action::RefreshLink(remote.clone());
     }
     if !local.pending_push {
@@ -199,6 +204,7 @@ mod tests {
                 updated_at,
             }),
             pending_push: pending,
+            calendar_time_zone: None,
         }
     }
 

@@ -719,3 +719,60 @@ async fn disconnect_then_connect_again_imports_nothing_twice() {
     app.run_once().await;
     assert_eq!((appointments(&app).await, deltas(&app).await.len()), before);
 }
+
+#[tokio::test]
+async fn a_host_edit_committing_while_a_page_is_reconciled_is_never_overwritten_silently() {
+    let app = SyncApp::spawn().await;
+    let id = create(&app, "primary", timed("original", 2, 9));
+    app.connect(1, "primary", &[]).await;
+    app.run_once().await;
+    app.google
+        .patch_event("primary", &id, json!({"summary": "remote edit"}))
+        .unwrap();
+    let out = app.run(&["resync", "--user", "1"], "").await;
+    assert!(out.status.success());
+
+    // The host edits the appointment in a transaction it keeps open while
+    // the pull reaches the page (its edit is newer than Google's).
+    let mut host = app.app.pool.begin().await.unwrap();
+    sqlx::query("UPDATE appointments SET summary = 'host edit'")
+        .execute(&mut *host)
+        .await
+        .unwrap();
+    let mut pass = app.command();
+    pass.args(["run", "--once"]);
+    let pass = tokio::spawn(async move { pass.output().await.unwrap() });
+    let db = app.app.db_name.clone();
+    crate::harness::eventually(
+        std::time::Duration::from_secs(30),
+        "the pull to wait on the host's row lock",
+        || {
+            let (pool, db) = (app.app.pool.clone(), db.clone());
+            async move {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 \
+                 AND wait_event_type = 'Lock' AND application_name = 'plansync'",
+                )
+                .bind(db)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                (waiting > 0).then_some(())
+            }
+        },
+    )
+    .await;
+    host.commit().await.unwrap();
+    let out = pass.await.unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // The newer local edit stands, and Google's losing edit is on record.
+    assert_eq!(appointments(&app).await[0].summary, "host edit");
+    let (winner, losing): (String, Value) =
+        sqlx::query_as("SELECT winner, losing_values FROM plansync.conflicts")
+            .fetch_one(&app.app.pool)
+            .await
+            .unwrap();
+    assert_eq!(winner, "local");
+    assert_eq!(losing["summary"], "remote edit");
+}

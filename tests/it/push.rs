@@ -877,3 +877,67 @@ async fn a_404_on_an_edit_never_deletes_the_appointment() {
     assert!(state == "queued" || state == "dead", "{state}");
     assert!(error.unwrap().contains("404"));
 }
+
+#[tokio::test]
+async fn an_attendee_added_in_google_to_a_pushed_zone_less_appointment_changes_nothing_here() {
+    let sync = SyncApp::spawn().await;
+    sync.google
+        .add_calendar("chicago@example.com", "Chicago", "America/Chicago")
+        .unwrap();
+    sync.connect(USER, "chicago@example.com", &[]).await;
+    sync.run_once().await;
+    let id = host_insert(
+        &sync,
+        NewAppointment {
+            zone: None,
+            start: Utc::now() + chrono::Duration::days(2),
+            end: Utc::now() + chrono::Duration::days(2) + chrono::Duration::hours(1),
+            ..NewAppointment::default()
+        },
+    )
+    .await;
+    sync.run_once().await;
+    let before: (DateTime<Utc>, Option<String>) =
+        sqlx::query_as("SELECT updated_at, start_time_zone FROM appointments WHERE id = $1")
+            .bind(id)
+            .fetch_one(&sync.app.pool)
+            .await
+            .unwrap();
+    let (version, deltas_before) = (plan_version(&sync).await, deltas(&sync).await.len());
+
+    // Only an attendee changes in Google: the etag moves, no column does (the
+    // zone Google shows is the calendar's, the one we sent it in).
+    sync.google
+        .patch_event(
+            "chicago@example.com",
+            &event_id(&sync, id).await,
+            json!({"attendees": [{"email": "guest@example.com"}]}),
+        )
+        .unwrap();
+    let out = sync.run(&["resync", "--user", &USER.to_string()], "").await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    sync.run_once().await;
+
+    let after: (DateTime<Utc>, Option<String>) =
+        sqlx::query_as("SELECT updated_at, start_time_zone FROM appointments WHERE id = $1")
+            .bind(id)
+            .fetch_one(&sync.app.pool)
+            .await
+            .unwrap();
+    assert_eq!(after, before, "no appointment write");
+    assert_eq!(plan_version(&sync).await, version, "no bump");
+    assert_eq!(deltas(&sync).await.len(), deltas_before, "no delta");
+    let (_, etag) = link(&sync, id).await.unwrap();
+    let google_etag = sync
+        .google
+        .get_event("chicago@example.com", &event_id(&sync, id).await)
+        .unwrap()["etag"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        etag.as_deref(),
+        Some(google_etag.as_str()),
+        "the link learnt the etag"
+    );
+}

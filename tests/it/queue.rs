@@ -1010,3 +1010,48 @@ async fn an_update_that_leaves_updated_at_alone_gets_now() {
     .unwrap();
     assert_eq!(kept, "2021-06-01");
 }
+
+#[tokio::test]
+async fn a_queued_push_touched_by_an_open_host_transaction_is_not_claimed_until_it_commits() {
+    let app = TestApp::spawn().await;
+    app.add_user(1).await;
+    let out = app
+        .run(
+            &["connect", "--user", "1", "--calendar", "primary"],
+            "tok\n",
+        )
+        .await;
+    assert!(out.status.success());
+    sqlx::query("DELETE FROM plansync.jobs")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO appointments (user_id, summary, start_at, end_at) \
+         VALUES (1, 'first', now(), now() + interval '1 hour') RETURNING id",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    // A second edit in an open transaction meets the queued push.
+    let mut host = app.pool.begin().await.unwrap();
+    sqlx::query("UPDATE appointments SET summary = 'second' WHERE id = $1")
+        .bind(id)
+        .execute(&mut *host)
+        .await
+        .unwrap();
+    let claim = || plansync::store::jobs::claim(&app.pool, "default", &["push"], "test:1", 60.0);
+    assert!(
+        claim().await.unwrap().is_none(),
+        "a worker must not push the values from before the open edit"
+    );
+    host.commit().await.unwrap();
+    let claimed = claim()
+        .await
+        .unwrap()
+        .expect("claimable once the edit committed");
+    assert_eq!(
+        claimed.appointment_id,
+        Some(plansync::ids::AppointmentId(id))
+    );
+}
