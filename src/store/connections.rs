@@ -45,6 +45,13 @@ pub async fn connect(pool: &PgPool, new: NewConnection<'_>) -> Result<ConnectOut
     if !user_exists {
         return Err(StoreError::UnknownUser(new.user));
     }
+    let was_active: Option<bool> = sqlx::query_scalar(
+        "SELECT active FROM plansync.connections WHERE user_id = $1 AND calendar_id = $2",
+    )
+    .bind(new.user)
+    .bind(new.calendar)
+    .fetch_optional(&mut *tx)
+    .await?;
     if new.push_target {
         sqlx::query(
             "UPDATE plansync.connections SET push_target = FALSE, updated_at = now() \
@@ -88,6 +95,11 @@ pub async fn connect(pool: &PgPool, new: NewConnection<'_>) -> Result<ConnectOut
     // The first (or, after re-authorisation, a fresh) full sync, due at once,
     // committed with the connection so it can never be missing.
     super::jobs::enqueue(&mut tx, "full_resync", id, None, true).await?;
+    if was_active == Some(false) {
+        // While disconnected the triggers recorded nothing for this calendar:
+        // what changed locally meanwhile is pushed now.
+        super::jobs::enqueue_missed_pushes(&mut tx, new.user, id).await?;
+    }
     tx.commit().await?;
     Ok(ConnectOutcome { id, created })
 }

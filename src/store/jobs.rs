@@ -393,6 +393,45 @@ pub async fn enqueue_unlinked_pushes(
     Ok(done.rows_affected())
 }
 
+/// A re-connected calendar's local changes made while it was disconnected:
+/// a push for each linked appointment edited since its link last synced, for
+/// each link whose appointment was deleted, and, when the connection is the
+/// user's push target, for each appointment no connection links.
+pub async fn enqueue_missed_pushes(
+    conn: &mut PgConnection,
+    user: UserId,
+    connection: ConnectionId,
+) -> Result<u64, StoreError> {
+    let linked = sqlx::query(
+        "INSERT INTO plansync.jobs (kind, connection_id, appointment_id, region) \
+         SELECT 'push', c.id, l.appointment_id, c.region \
+         FROM plansync.links l JOIN plansync.connections c ON c.id = l.connection_id \
+         LEFT JOIN public.appointments a ON a.id = l.appointment_id \
+         WHERE l.connection_id = $1 AND (a.id IS NULL OR a.updated_at > l.updated_at) \
+         ON CONFLICT (kind, connection_id, (COALESCE(appointment_id, 0))) \
+             WHERE state = 'queued' DO NOTHING",
+    )
+    .bind(connection)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    let is_target: bool = sqlx::query_scalar(
+        "SELECT $2 = (SELECT t.id FROM plansync.connections t \
+                      WHERE t.user_id = $1 AND t.active \
+                      ORDER BY t.push_target DESC, t.id LIMIT 1)",
+    )
+    .bind(user)
+    .bind(connection)
+    .fetch_one(&mut *conn)
+    .await?;
+    let unlinked = if is_target {
+        enqueue_unlinked_pushes(conn, user, connection).await?
+    } else {
+        0
+    };
+    Ok(linked + unlinked)
+}
+
 /// Drops queued pushes whose local change lost to Google's version: the
 /// appointment already holds the winner, so there is nothing left to send.
 pub async fn cancel_queued_pushes(

@@ -941,3 +941,77 @@ async fn an_attendee_added_in_google_to_a_pushed_zone_less_appointment_changes_n
         "the link learnt the etag"
     );
 }
+
+#[tokio::test]
+async fn local_changes_made_while_disconnected_are_pushed_after_reconnecting() {
+    let sync = SyncApp::spawn().await;
+    let connection = sync.connect(USER, "primary", &[]).await;
+    sync.run_once().await;
+    let edited = host_insert(
+        &sync,
+        NewAppointment {
+            summary: "to edit",
+            ..NewAppointment::default()
+        },
+    )
+    .await;
+    let deleted = host_insert(
+        &sync,
+        NewAppointment {
+            summary: "to delete",
+            ..NewAppointment::default()
+        },
+    )
+    .await;
+    sync.run_once().await;
+    let deleted_event = event_id(&sync, deleted).await;
+    assert_eq!(live_events(&sync, "primary").await.len(), 2);
+
+    let out = sync
+        .run(&["disconnect", "--connection", &connection.to_string()], "")
+        .await;
+    assert!(out.status.success());
+    host_exec(
+        &sync,
+        "UPDATE appointments SET summary = 'edited offline' WHERE id = $1",
+        edited,
+    )
+    .await;
+    host_exec(&sync, "DELETE FROM appointments WHERE id = $1", deleted).await;
+    let created = host_insert(
+        &sync,
+        NewAppointment {
+            summary: "created offline",
+            ..NewAppointment::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        scalar(
+            &sync,
+            "SELECT count(*) FROM plansync.jobs WHERE kind = 'push' AND state = 'queued'"
+        )
+        .await,
+        0,
+        "nothing is recorded for a disconnected calendar"
+    );
+
+    assert_eq!(sync.connect(USER, "primary", &[]).await, connection);
+    sync.run_once().await;
+    let mut summaries: Vec<String> = live_events(&sync, "primary")
+        .await
+        .into_iter()
+        .map(|(_, a)| a.fields.summary)
+        .collect();
+    summaries.sort();
+    assert_eq!(summaries, vec!["created offline", "edited offline"]);
+    assert!(live_events(&sync, "primary")
+        .await
+        .iter()
+        .all(|(id, _)| id != &deleted_event));
+    assert!(link(&sync, created).await.is_some());
+    assert_eq!(
+        summary(&sync, edited).await.as_deref(),
+        Some("edited offline")
+    );
+}
