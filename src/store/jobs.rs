@@ -432,6 +432,30 @@ pub async fn enqueue_missed_pushes(
     Ok(linked + unlinked)
 }
 
+/// A push of an appointment no connection links, on its owner's push target
+/// (if the owner has an active connection). Used when a calendar let go of an
+/// appointment the host moved to another user.
+pub async fn enqueue_owner_push(
+    conn: &mut PgConnection,
+    appointment: AppointmentId,
+) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO plansync.jobs (kind, connection_id, appointment_id, region) \
+         SELECT 'push', t.id, a.id, t.region FROM public.appointments a \
+         JOIN LATERAL (SELECT c.id, c.region FROM plansync.connections c \
+                       WHERE c.user_id = a.user_id AND c.active \
+                       ORDER BY c.push_target DESC, c.id LIMIT 1) t ON TRUE \
+         WHERE a.id = $1 \
+           AND NOT EXISTS (SELECT 1 FROM plansync.links l WHERE l.appointment_id = a.id) \
+         ON CONFLICT (kind, connection_id, (COALESCE(appointment_id, 0))) \
+             WHERE state = 'queued' DO NOTHING",
+    )
+    .bind(appointment)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Drops queued pushes whose local change lost to Google's version: the
 /// appointment already holds the winner, so there is nothing left to send.
 pub async fn cancel_queued_pushes(

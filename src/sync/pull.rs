@@ -28,7 +28,7 @@ use super::reconcile::{self, Action, LocalAppointment, LocalState, Loser};
 use super::{google_failure, SyncDeps};
 use crate::deltas::{AppointmentPayload, DeltaBatch, GoogleSync};
 use crate::google::{CalendarClient, EventPage, GoogleError, ListQuery, NextStep, RemoteEvent};
-use crate::ids::{AppointmentId, Etag, EventId, SyncToken};
+use crate::ids::{AppointmentId, Etag, EventId, SyncToken, UserId};
 use crate::model::AppointmentFields;
 use crate::queue::{Done, Job, JobError, JobKind};
 use crate::store::appointments::{self, AppointmentRow, LinkedAppointment, NewLinked};
@@ -237,15 +237,25 @@ fn dedup_by_id(events: &[RemoteEvent]) -> Vec<&RemoteEvent> {
         .collect()
 }
 
-fn local_state(linked: &LinkedAppointment, calendar_time_zone: Option<&str>) -> LocalState {
+fn local_state(
+    linked: &LinkedAppointment,
+    owner: UserId,
+    calendar_time_zone: Option<&str>,
+) -> LocalState {
     LocalState {
         link_id: linked.link_id,
         appointment_id: linked.appointment_id,
         etag: linked.etag.clone(),
-        appointment: linked.row.as_ref().map(|row| LocalAppointment {
-            fields: row.fields.clone(),
-            updated_at: row.updated_at,
-        }),
+        // An appointment the host gave to another user is no longer this
+        // calendar's to update: its push takes it out of here.
+        appointment: linked
+            .row
+            .as_ref()
+            .filter(|row| row.user_id == owner)
+            .map(|row| LocalAppointment {
+                fields: row.fields.clone(),
+                updated_at: row.updated_at,
+            }),
         pending_push: linked.pending_push,
         calendar_time_zone: calendar_time_zone.map(str::to_owned),
     }
@@ -335,7 +345,7 @@ async fn apply_page(
 
     for event in events {
         let link = by_event.get(event.id.as_str()).copied();
-        let local = link.map(|l| local_state(l, calendar_time_zone));
+        let local = link.map(|l| local_state(l, connection.user_id, calendar_time_zone));
         match reconcile::decide(event, local.as_ref()) {
             Action::Unchanged | Action::LocalDeletePending => {
                 if let Some(link) = link {

@@ -41,7 +41,7 @@ use crate::google::{
     CalendarClient, GoogleError, NewEvent, RemoteAppointment, RemoteEvent, RemoteEventKind,
     WriteAck,
 };
-use crate::ids::{AppointmentId, ConnectionId, Etag, EventId};
+use crate::ids::{AppointmentId, ConnectionId, Etag, EventId, UserId};
 use crate::queue::{Done, Job, JobError};
 use crate::store::appointments::{self, AppointmentRow};
 use crate::store::conflicts::{self, NewConflict};
@@ -73,7 +73,7 @@ pub async fn run(deps: &SyncDeps, ctx: &JobContext, job: &Job) -> Result<Done, J
         // takes it from here.
         return job.complete(pool).await;
     }
-    let plan = plan(job.connection, appointment, state);
+    let plan = plan(job.connection, connection.user_id, appointment, state);
     if let Plan::Nothing = plan {
         return job.complete(pool).await;
     }
@@ -87,6 +87,7 @@ pub async fn run(deps: &SyncDeps, ctx: &JobContext, job: &Job) -> Result<Done, J
     let outcome = match plan {
         Plan::Nothing => Outcome::Nothing,
         Plan::Forward(to) => Outcome::Forward { to, appointment },
+        Plan::Rehome => Outcome::Rehome { appointment },
         Plan::Insert { appointment, link } => push.insert(appointment, link).await?,
         Plan::Patch {
             appointment,
@@ -117,16 +118,29 @@ enum Plan {
         etag: Etag,
     },
     /// Deleted locally: delete the event (unconditionally when the insert was
-    /// never confirmed, as there is no etag to match).
+    /// never confirmed, as there is no etag to match). Also how a calendar
+    /// lets go of an appointment the host moved to another user.
     Delete { link: PushLink },
+    /// The host moved the appointment to another user and no calendar holds
+    /// it: its push belongs to the new owner's push target.
+    Rehome,
 }
 
-fn plan(connection: ConnectionId, id: AppointmentId, state: PushState) -> Plan {
+fn plan(connection: ConnectionId, owner: UserId, id: AppointmentId, state: PushState) -> Plan {
     let PushState { appointment, link } = state;
     if let Some(link) = &link {
         if link.connection_id != connection {
             return Plan::Forward(link.connection_id);
         }
+    }
+    // An appointment is only ever in its own user's calendar: one the host
+    // gave to another user leaves this calendar (and is pushed to the new
+    // owner's once unlinked).
+    if appointment.as_ref().is_some_and(|a| a.user_id != owner) {
+        return match link {
+            Some(link) => Plan::Delete { link },
+            None => Plan::Rehome,
+        };
     }
     match (appointment, link) {
         (None, None) => Plan::Nothing,
@@ -276,6 +290,10 @@ enum Outcome {
         link: PushLink,
         appointment: AppointmentRow,
         lost: Lost,
+    },
+    /// See [`Plan::Rehome`].
+    Rehome {
+        appointment: AppointmentId,
     },
     /// Our delete reached Google (or found the event gone): forget the link.
     Unlinked {
@@ -575,6 +593,9 @@ impl Push<'_> {
             Outcome::Forward { to, appointment } => {
                 crate::store::jobs::enqueue(&mut tx, "push", to, Some(appointment), false).await?;
             }
+            Outcome::Rehome { appointment } => {
+                crate::store::jobs::enqueue_owner_push(&mut tx, appointment).await?;
+            }
             Outcome::Confirmed {
                 link,
                 appointment,
@@ -686,6 +707,8 @@ impl Push<'_> {
                     )
                     .await?;
                 }
+                // Unlinked but still here: the host gave it to another user.
+                crate::store::jobs::enqueue_owner_push(&mut tx, appointment).await?;
             }
         }
         let done = self.job.complete_in(&mut tx).await?;
@@ -767,33 +790,38 @@ mod tests {
     #[test]
     fn plans_follow_what_is_stored() {
         let (c, a) = (ConnectionId(1), AppointmentId(7));
-        assert_eq!(plan(c, a, state(None, None)), Plan::Nothing);
+        assert_eq!(plan(c, UserId(1), a, state(None, None)), Plan::Nothing);
         assert!(matches!(
-            plan(c, a, state(Some(row(7)), None)),
+            plan(c, UserId(1), a, state(Some(row(7)), None)),
             Plan::Insert { link: None, .. }
         ));
         assert!(matches!(
-            plan(c, a, state(Some(row(7)), Some(link(1, None)))),
+            plan(c, UserId(1), a, state(Some(row(7)), Some(link(1, None)))),
             Plan::Insert { link: Some(_), .. }
         ));
         assert!(matches!(
-            plan(c, a, state(Some(row(7)), Some(link(1, Some("\"e1\""))))),
+            plan(c, UserId(1), a, state(Some(row(7)), Some(link(1, Some("\"e1\""))))),
             Plan::Patch { etag, .. } if etag == Etag::from("\"e1\"")
         ));
         assert!(matches!(
-            plan(c, a, state(None, Some(link(1, Some("\"e1\""))))),
+            plan(c, UserId(1), a, state(None, Some(link(1, Some("\"e1\""))))),
             Plan::Delete { .. }
         ));
         assert!(matches!(
-            plan(c, a, state(None, Some(link(1, None)))),
+            plan(c, UserId(1), a, state(None, Some(link(1, None)))),
             Plan::Delete { link } if link.etag.is_none()
         ));
         assert_eq!(
-            plan(c, a, state(Some(row(7)), Some(link(2, Some("\"e1\""))))),
+            plan(
+                c,
+                UserId(1),
+                a,
+                state(Some(row(7)), Some(link(2, Some("\"e1\""))))
+            ),
             Plan::Forward(ConnectionId(2))
         );
         assert_eq!(
-            plan(c, a, state(None, Some(link(2, Some("\"e1\""))))),
+            plan(c, UserId(1), a, state(None, Some(link(2, Some("\"e1\""))))),
             Plan::Forward(ConnectionId(2))
         );
     }

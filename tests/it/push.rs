@@ -1015,3 +1015,58 @@ async fn local_changes_made_while_disconnected_are_pushed_after_reconnecting() {
         Some("edited offline")
     );
 }
+
+#[tokio::test]
+async fn an_appointment_the_host_gives_to_another_user_moves_to_that_users_calendar() {
+    let sync = SyncApp::spawn().await;
+    sync.google
+        .add_calendar("bob@example.com", "Bob", "UTC")
+        .unwrap();
+    sync.connect(USER, "primary", &[]).await;
+    sync.connect(2, "bob@example.com", &[]).await;
+    sync.run_once().await;
+    let id = host_insert(
+        &sync,
+        NewAppointment {
+            summary: "shared",
+            ..NewAppointment::default()
+        },
+    )
+    .await;
+    sync.run_once().await;
+    let alice_event = event_id(&sync, id).await;
+    assert_eq!(live_events(&sync, "primary").await.len(), 1);
+
+    host_exec(
+        &sync,
+        "UPDATE appointments SET user_id = 2 WHERE id = $1",
+        id,
+    )
+    .await;
+    sync.run_once().await;
+    // It left Alice's calendar and is now Bob's.
+    assert!(live_events(&sync, "primary").await.is_empty());
+    let bobs = live_events(&sync, "bob@example.com").await;
+    assert_eq!(bobs.len(), 1);
+    assert_eq!(bobs[0].1.fields.summary, "shared");
+    assert_ne!(event_id(&sync, id).await, alice_event);
+
+    // An edit in Alice's calendar can no longer touch it: Bob's edit does.
+    sync.google
+        .patch_event(
+            "bob@example.com",
+            &bobs[0].0,
+            json!({"summary": "bob's now"}),
+        )
+        .unwrap();
+    let out = sync.run(&["resync", "--user", "2"], "").await;
+    assert!(out.status.success());
+    sync.run_once().await;
+    let (owner, summary): (i64, String) =
+        sqlx::query_as("SELECT user_id, summary FROM appointments WHERE id = $1")
+            .bind(id)
+            .fetch_one(&sync.app.pool)
+            .await
+            .unwrap();
+    assert_eq!((owner, summary.as_str()), (2, "bob's now"));
+}
