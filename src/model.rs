@@ -66,7 +66,7 @@ mod tests {
     fn a_zone_less_appointment_matches_its_echo_in_the_calendars_zone() {
         let local = fields();
         let mut echo = fields();
-        echo.start_at = echo.start_at - chrono::Duration::milliseconds(250);
+        echo.start_at -= chrono::Duration::milliseconds(250);
         echo.start_time_zone = Some("America/Chicago".into());
         echo.end_time_zone = Some("America/Chicago".into());
         assert!(local.matches(&echo, Some("America/Chicago")));
