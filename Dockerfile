@@ -14,7 +14,10 @@ RUN apt-get update \
 COPY --from=build /src/target/release/plansync /usr/local/bin/plansync
 COPY --from=build /src/fixtures /usr/share/plansync/fixtures
 USER plansync
-ENV PLANSYNC_HTTP_ADDR=0.0.0.0:8080 PLANSYNC_LOG_FORMAT=json
+# A fixed mmap threshold keeps glibc from serving each multi-megabyte page of
+# events from the heap after the first, where it fragments: with it, a full
+# sync's memory follows the page size, not the calendar's (BENCHMARKS.md).
+ENV PLANSYNC_HTTP_ADDR=0.0.0.0:8080 PLANSYNC_LOG_FORMAT=json MALLOC_MMAP_THRESHOLD_=131072
 EXPOSE 8080
 ENTRYPOINT ["plansync"]
 CMD ["run"]

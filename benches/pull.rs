@@ -115,9 +115,12 @@ impl Setup {
             ("PLANSYNC_LOG_FORMAT", "json".into()),
             ("RUST_LOG", "info".into()),
         ];
-        // Passed through, to tell allocator arenas from retained memory.
-        if let Ok(arenas) = std::env::var("MALLOC_ARENA_MAX") {
-            env.push(("MALLOC_ARENA_MAX", arenas));
+        // glibc allocator tuning is passed through, to tell allocator
+        // behaviour from memory the worker really retains.
+        for var in ["MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"] {
+            if let Ok(value) = std::env::var(var) {
+                env.push((var, value));
+            }
         }
         env
     }
