@@ -117,7 +117,11 @@ impl Setup {
         ];
         // glibc allocator tuning is passed through, to tell allocator
         // behaviour from memory the worker really retains.
-        for var in ["MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"] {
+        for var in [
+            "MALLOC_ARENA_MAX",
+            "MALLOC_MMAP_THRESHOLD_",
+            "MALLOC_TRIM_THRESHOLD_",
+        ] {
             if let Ok(value) = std::env::var(var) {
                 env.push((var, value));
             }
