@@ -584,6 +584,38 @@ impl Push<'_> {
     }
 
     /// Writes the outcome and completes the job, in one fenced transaction.
+    /// The link learns the version Google now holds, and a losing version (if
+    /// any) is put on record.
+    async fn settle_link(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        link: &PushLink,
+        etag: &Etag,
+        updated: chrono::DateTime<chrono::Utc>,
+        appointment: AppointmentId,
+        lost: Option<Lost>,
+    ) -> Result<(), JobError> {
+        links::refresh(
+            &mut *tx,
+            None,
+            &[LinkRefresh {
+                link_id: link.id,
+                etag,
+                remote_updated_at: updated,
+            }],
+        )
+        .await?;
+        if let Some(lost) = lost {
+            conflicts::insert(
+                &mut *tx,
+                self.connection.id,
+                &[lost.record(appointment, &link.event_id)],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     async fn apply(&self, outcome: Outcome) -> Result<Done, JobError> {
         let mut tx = self.pool.begin().await?;
         self.job.fence(&mut tx).await?;
@@ -602,24 +634,8 @@ impl Push<'_> {
                 ack,
                 lost,
             } => {
-                links::refresh(
-                    &mut tx,
-                    None,
-                    &[LinkRefresh {
-                        link_id: link.id,
-                        etag: &ack.etag,
-                        remote_updated_at: ack.updated,
-                    }],
-                )
-                .await?;
-                if let Some(lost) = lost {
-                    conflicts::insert(
-                        &mut tx,
-                        connection,
-                        &[lost.record(appointment, &link.event_id)],
-                    )
+                self.settle_link(&mut tx, &link, &ack.etag, ack.updated, appointment, lost)
                     .await?;
-                }
             }
             Outcome::RemoteWins {
                 link,
@@ -640,24 +656,15 @@ impl Push<'_> {
                 let rows =
                     appointments::update_fields(&mut tx, &[(appointment.id, &remote.fields)])
                         .await?;
-                links::refresh(
+                self.settle_link(
                     &mut tx,
-                    None,
-                    &[LinkRefresh {
-                        link_id: link.id,
-                        etag: &remote.etag,
-                        remote_updated_at: remote.updated,
-                    }],
+                    &link,
+                    &remote.etag,
+                    remote.updated,
+                    appointment.id,
+                    lost,
                 )
                 .await?;
-                if let Some(lost) = lost {
-                    conflicts::insert(
-                        &mut tx,
-                        connection,
-                        &[lost.record(appointment.id, &link.event_id)],
-                    )
-                    .await?;
-                }
                 let mut batch = DeltaBatch::new();
                 for row in rows {
                     batch.updated(payload(
