@@ -107,23 +107,18 @@ pub async fn status_json(app: &TestApp, extra: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
 }
 
-/// Polls `check` until it holds or `secs` pass.
+/// Polls `check` until it holds or `secs` pass (the harness's `eventually`,
+/// for checks that answer yes or no).
 pub async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    crate::harness::eventually(Duration::from_secs(secs), what, || {
+        let holds = check();
+        async move { holds.await.then_some(()) }
+    })
+    .await
 }
 
 // ---- claims ----------------------------------------------------------------
