@@ -224,22 +224,6 @@ pub async fn mark_blocked(
     Ok(())
 }
 
-/// Remembers the last error of a connection's sync (shown in `status`).
-pub async fn record_error(
-    conn: &mut sqlx::PgConnection,
-    id: ConnectionId,
-    error: &str,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE plansync.connections SET last_error = $2, updated_at = now() WHERE id = $1",
-    )
-    .bind(id)
-    .bind(error)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 /// The end of a successful pull: the new sync token (only ever stored with
 /// the last page), the calendar's zone, and a clean error state.
 pub async fn finish_pull(
