@@ -813,15 +813,7 @@ impl Calendars {
         patch: Value,
         if_match: Option<&str>,
     ) -> Result<Value, ApiError> {
-        let Value::Object(mut patch) = patch else {
-            return Err(ApiError::invalid("Invalid JSON payload received."));
-        };
-        for key in SERVER_FIELDS {
-            patch.remove(*key);
-        }
-        let status = patch.remove("status");
-        let deleted = status.as_ref().and_then(Value::as_str) == Some("cancelled");
-        let restoring = status.as_ref().and_then(Value::as_str) == Some("confirmed");
+        let (patch, deleted, restoring) = client_fields(patch)?;
         let mut body = self.editable(cal_id, event_id, if_match, restoring)?;
         merge_patch(&mut body, &patch);
         self.write(cal_id, event_id, body, deleted)
@@ -835,15 +827,7 @@ impl Calendars {
         new_body: Value,
         if_match: Option<&str>,
     ) -> Result<Value, ApiError> {
-        let Value::Object(mut new_body) = new_body else {
-            return Err(ApiError::invalid("Invalid JSON payload received."));
-        };
-        for key in SERVER_FIELDS {
-            new_body.remove(*key);
-        }
-        let status = new_body.remove("status");
-        let deleted = status.as_ref().and_then(Value::as_str) == Some("cancelled");
-        let restoring = status.as_ref().and_then(Value::as_str) == Some("confirmed");
+        let (new_body, deleted, restoring) = client_fields(new_body)?;
         let old = self.editable(cal_id, event_id, if_match, restoring)?;
         let mut body: Map<String, Value> = old
             .into_iter()
@@ -1131,6 +1115,24 @@ impl ApiError {
         }
         self
     }
+}
+
+/// A client's event body for patch/update: the fields it may set (server
+/// fields dropped), and whether its `status` cancels or restores the event.
+fn client_fields(body: Value) -> Result<(Map<String, Value>, bool, bool), ApiError> {
+    let Value::Object(mut body) = body else {
+        return Err(ApiError::invalid("Invalid JSON payload received."));
+    };
+    for key in SERVER_FIELDS {
+        body.remove(*key);
+    }
+    let status = body.remove("status");
+    let status = status.as_ref().and_then(Value::as_str);
+    Ok((
+        body,
+        status == Some("cancelled"),
+        status == Some("confirmed"),
+    ))
 }
 
 #[cfg(test)]

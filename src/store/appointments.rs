@@ -172,6 +172,22 @@ struct FieldColumns<'a> {
 }
 
 impl<'a> FieldColumns<'a> {
+    /// Binds the eight columns, in table order, as the next parameters.
+    fn bind_to<'q, O>(
+        &'q self,
+        query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+        query
+            .bind(&self.summary)
+            .bind(&self.description)
+            .bind(&self.location)
+            .bind(&self.start_at)
+            .bind(&self.end_at)
+            .bind(&self.start_tz)
+            .bind(&self.end_tz)
+            .bind(&self.all_day)
+    }
+
     fn with_capacity(n: usize) -> Self {
         FieldColumns {
             summary: Vec::with_capacity(n),
@@ -223,7 +239,7 @@ pub async fn insert_linked(
     // appointment in the same statement; the CTE is evaluated exactly once.
     // The sequence is looked up once per statement (an InitPlan), not per
     // row: per row, the catalog lookup cost more than the insert itself.
-    let rows: Vec<(i64, AppointmentId, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+    let query = sqlx::query_as(
         "WITH input AS MATERIALIZED ( \
              SELECT nextval((SELECT pg_get_serial_sequence('public.appointments', 'id')::regclass)) \
                  AS id, t.* \
@@ -247,20 +263,14 @@ pub async fn insert_linked(
     )
     .bind(user)
     .bind(connection)
-    .bind(&event_ids)
-    .bind(&cols.summary)
-    .bind(&cols.description)
-    .bind(&cols.location)
-    .bind(&cols.start_at)
-    .bind(&cols.end_at)
-    .bind(&cols.start_tz)
-    .bind(&cols.end_tz)
-    .bind(&cols.all_day)
-    .bind(&etags)
-    .bind(&remote_updated)
-    .bind(generation)
-    .fetch_all(conn)
-    .await?;
+    .bind(&event_ids);
+    let rows: Vec<(i64, AppointmentId, DateTime<Utc>, DateTime<Utc>)> = cols
+        .bind_to(query)
+        .bind(&etags)
+        .bind(&remote_updated)
+        .bind(generation)
+        .fetch_all(conn)
+        .await?;
     Ok(rows
         .into_iter()
         .zip(items)
@@ -288,7 +298,7 @@ pub async fn update_fields(
     for (_, fields) in items {
         cols.push(fields);
     }
-    let rows: Vec<(AppointmentId, UserId, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+    let query = sqlx::query_as(
         "UPDATE public.appointments a SET summary = t.summary, description = t.description, \
              location = t.location, start_at = t.start_at, end_at = t.end_at, \
              start_time_zone = t.start_tz, end_time_zone = t.end_tz, all_day = t.all_day, \
@@ -299,17 +309,9 @@ pub async fn update_fields(
          WHERE a.id = t.id \
          RETURNING a.id, a.user_id, a.created_at, a.updated_at",
     )
-    .bind(&ids)
-    .bind(&cols.summary)
-    .bind(&cols.description)
-    .bind(&cols.location)
-    .bind(&cols.start_at)
-    .bind(&cols.end_at)
-    .bind(&cols.start_tz)
-    .bind(&cols.end_tz)
-    .bind(&cols.all_day)
-    .fetch_all(conn)
-    .await?;
+    .bind(&ids);
+    let rows: Vec<(AppointmentId, UserId, DateTime<Utc>, DateTime<Utc>)> =
+        cols.bind_to(query).fetch_all(conn).await?;
     let by_id: std::collections::HashMap<AppointmentId, (UserId, DateTime<Utc>, DateTime<Utc>)> =
         rows.into_iter()
             .map(|(id, u, c, up)| (id, (u, c, up)))
