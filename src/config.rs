@@ -80,33 +80,36 @@ impl Env {
         }
     }
 
-    /// A whole number of seconds, at least `min`.
-    fn secs_or(&self, var: &'static str, default: u64, min: u64) -> Result<Duration, ConfigError> {
-        let secs: u64 = self.parse_or(var, default)?;
-        if secs < min {
-            return Err(ConfigError::Invalid {
-                var,
-                reason: format!("{secs} is below the minimum of {min} seconds"),
-            });
-        }
-        Ok(Duration::from_secs(secs))
-    }
-
-    fn positive<T>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
+    /// A number within `min..=max`: anything outside is refused naming the
+    /// variable, so no later arithmetic on a setting can overflow.
+    fn ranged<T>(&self, var: &'static str, default: T, min: T, max: T) -> Result<T, ConfigError>
     where
-        T: FromStr + PartialOrd + Default + fmt::Display,
+        T: FromStr + PartialOrd + fmt::Display + Copy,
         T::Err: fmt::Display,
     {
         let value = self.parse_or(var, default)?;
-        if value <= T::default() {
+        if value < min || value > max {
             return Err(ConfigError::Invalid {
                 var,
-                reason: format!("{value} must be greater than zero"),
+                reason: format!("{value} is outside the range {min} to {max}"),
             });
         }
         Ok(value)
     }
+
+    /// A whole number of seconds within `min..=max`.
+    fn secs_in(
+        &self,
+        var: &'static str,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> Result<Duration, ConfigError> {
+        self.ranged(var, default, min, max).map(Duration::from_secs)
+    }
 }
+
+const DAY_SECS: u64 = 86_400;
 
 /// A database URL; its `Debug` hides the password.
 #[derive(Clone)]
@@ -324,7 +327,12 @@ pub fn region(env: &Env) -> Result<String, ConfigError> {
 /// (`PLANSYNC_OUTBOX_RETENTION_SECS`, default one day; an extension of
 /// DESIGN.md's table).
 pub fn outbox_retention(env: &Env) -> Result<Duration, ConfigError> {
-    env.secs_or("PLANSYNC_OUTBOX_RETENTION_SECS", 86_400, 0)
+    env.secs_in(
+        "PLANSYNC_OUTBOX_RETENTION_SECS",
+        DAY_SECS,
+        0,
+        366 * DAY_SECS,
+    )
 }
 
 /// Retry and lease policy of the job queue.
@@ -333,14 +341,31 @@ pub struct QueueSettings {
     pub max_attempts: i32,
     pub retry_base: Duration,
     pub lease: Duration,
+    /// The longest a failing connection waits before its next pull
+    /// (`PLANSYNC_POLL_BACKSTOP_SECS`).
+    pub connection_backoff_cap: Duration,
+    /// How long dead jobs are kept (`PLANSYNC_DEAD_JOB_RETENTION_SECS`).
+    pub dead_retention: Duration,
 }
 
 impl QueueSettings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(QueueSettings {
-            max_attempts: env.positive("PLANSYNC_MAX_ATTEMPTS", 8)?,
-            retry_base: env.secs_or("PLANSYNC_RETRY_BASE_SECS", 5, 0)?,
-            lease: env.secs_or("PLANSYNC_LEASE_SECS", 60, 1)?,
+            max_attempts: env.ranged("PLANSYNC_MAX_ATTEMPTS", 8, 1, 1000)?,
+            retry_base: env.secs_in("PLANSYNC_RETRY_BASE_SECS", 5, 0, 3600)?,
+            lease: env.secs_in("PLANSYNC_LEASE_SECS", 60, 1, DAY_SECS)?,
+            connection_backoff_cap: env.secs_in(
+                "PLANSYNC_POLL_BACKSTOP_SECS",
+                3600,
+                1,
+                7 * DAY_SECS,
+            )?,
+            dead_retention: env.secs_in(
+                "PLANSYNC_DEAD_JOB_RETENTION_SECS",
+                7 * DAY_SECS,
+                0,
+                3660 * DAY_SECS,
+            )?,
         })
     }
 }
@@ -352,15 +377,18 @@ pub struct SyncSettings {
     pub lookback_days: u32,
     pub poll_interval: Duration,
     pub poll_backstop: Duration,
+    /// Pages one pull may list before it fails (`PLANSYNC_MAX_PAGES`).
+    pub max_pages: u32,
 }
 
 impl SyncSettings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(SyncSettings {
-            bulk_threshold: env.positive("PLANSYNC_BULK_THRESHOLD", 50)?,
-            lookback_days: env.parse_or("PLANSYNC_LOOKBACK_DAYS", 90)?,
-            poll_interval: env.secs_or("PLANSYNC_POLL_INTERVAL_SECS", 300, 1)?,
-            poll_backstop: env.secs_or("PLANSYNC_POLL_BACKSTOP_SECS", 3600, 1)?,
+            bulk_threshold: env.ranged("PLANSYNC_BULK_THRESHOLD", 50, 1, 1_000_000)?,
+            lookback_days: env.ranged("PLANSYNC_LOOKBACK_DAYS", 90, 0, 36_500)?,
+            poll_interval: env.secs_in("PLANSYNC_POLL_INTERVAL_SECS", 300, 1, 7 * DAY_SECS)?,
+            poll_backstop: env.secs_in("PLANSYNC_POLL_BACKSTOP_SECS", 3600, 1, 7 * DAY_SECS)?,
+            max_pages: env.ranged("PLANSYNC_MAX_PAGES", 4000, 1, 1_000_000)?,
         })
     }
 }
@@ -383,8 +411,8 @@ impl WorkerSettings {
         }
         Ok(WorkerSettings {
             region: region(env)?,
-            concurrency: env.positive("PLANSYNC_CONCURRENCY", 16)?,
-            shutdown_grace: env.secs_or("PLANSYNC_SHUTDOWN_GRACE_SECS", 30, 0)?,
+            concurrency: env.ranged("PLANSYNC_CONCURRENCY", 16, 1, 4096)?,
+            shutdown_grace: env.secs_in("PLANSYNC_SHUTDOWN_GRACE_SECS", 30, 0, DAY_SECS)?,
             http_addr: env.parse_or(
                 "PLANSYNC_HTTP_ADDR",
                 SocketAddr::from(([127, 0, 0, 1], 8080)),

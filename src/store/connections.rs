@@ -171,6 +171,9 @@ pub struct SyncConnection {
     pub is_push_target: bool,
     /// No pull has completed yet.
     pub never_pulled: bool,
+    /// Events of this connection are set aside: pulls must check whether
+    /// the events they read resolve them.
+    pub has_skipped: bool,
 }
 
 pub async fn load_for_sync(
@@ -184,7 +187,9 @@ pub async fn load_for_sync(
                  SELECT t.id FROM plansync.connections t \
                  WHERE t.user_id = c.user_id AND t.active \
                  ORDER BY t.push_target DESC, t.id LIMIT 1)) AS is_push_target, \
-             c.last_pull_at IS NULL AS never_pulled \
+             c.last_pull_at IS NULL AS never_pulled, \
+             EXISTS (SELECT 1 FROM plansync.skipped_events s WHERE s.connection_id = c.id) \
+                 AS has_skipped \
          FROM plansync.connections c WHERE c.id = $1",
     )
     .bind(id)
@@ -214,14 +219,50 @@ pub async fn mark_blocked(
         Blocked::CalendarGone => "calendar_gone",
     };
     sqlx::query(&format!(
-        "UPDATE plansync.connections SET {column} = TRUE, last_error = $2, updated_at = now() \
+        "UPDATE plansync.connections SET {column} = TRUE, last_error = $2, \
+             failing_since = COALESCE(failing_since, now()), updated_at = now() \
          WHERE id = $1"
     ))
     .bind(id)
-    .bind(error)
+    .bind(crate::text::error_text(error))
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Records a failed job on its connection: the (cleaned) error, since when
+/// it has been failing, one more failure in a row and, with a `schedule`, a
+/// back-off before the scheduler pulls it again (`first * 2^(failures-1)`,
+/// at most `cap`). Returns that back-off.
+pub async fn record_failure(
+    conn: &mut sqlx::PgConnection,
+    id: ConnectionId,
+    error: &str,
+    schedule: Option<crate::queue::BackoffSchedule>,
+) -> Result<Option<std::time::Duration>, StoreError> {
+    let (first, cap) =
+        schedule.map_or((0.0, 0.0), |s| (s.first.as_secs_f64(), s.cap.as_secs_f64()));
+    let delay: Option<f64> = sqlx::query_scalar(
+        "UPDATE plansync.connections SET last_error = $2, \
+             failing_since = COALESCE(failing_since, now()), \
+             failures = LEAST(failures + 1, 1000000), \
+             backoff_until = CASE WHEN $3 THEN now() + make_interval(secs => \
+                 LEAST($4::FLOAT8 * power(2::FLOAT8, LEAST(failures, 60)), $5::FLOAT8)) \
+                 ELSE backoff_until END, \
+             updated_at = now() \
+         WHERE id = $1 \
+         RETURNING CASE WHEN $3 THEN \
+             LEAST($4::FLOAT8 * power(2::FLOAT8, LEAST(failures - 1, 60)), $5::FLOAT8) END",
+    )
+    .bind(id)
+    .bind(crate::text::error_text(error))
+    .bind(schedule.is_some())
+    .bind(first)
+    .bind(cap)
+    .fetch_optional(conn)
+    .await?
+    .flatten();
+    Ok(delay.map(std::time::Duration::from_secs_f64))
 }
 
 /// The end of a successful pull: the new sync token (only ever stored with
@@ -236,7 +277,8 @@ pub async fn finish_pull(
         "UPDATE plansync.connections SET sync_token = $2, \
              sync_token_at = CASE WHEN $2::TEXT IS NULL THEN sync_token_at ELSE now() END, \
              calendar_time_zone = COALESCE($3, calendar_time_zone), last_pull_at = now(), \
-             last_error = NULL, calendar_gone = FALSE, updated_at = now() \
+             last_error = NULL, calendar_gone = FALSE, failing_since = NULL, failures = 0, \
+             backoff_until = NULL, updated_at = now() \
          WHERE id = $1",
     )
     .bind(id)

@@ -13,6 +13,7 @@ pub mod links;
 pub mod migrate;
 pub mod outbox;
 pub mod push;
+pub mod skipped;
 pub mod status;
 
 use std::time::Duration;

@@ -181,6 +181,11 @@ impl<H: JobHandler> Worker<H> {
         let scheduled =
             store::jobs::schedule_pulls(self.inner.queue.pool(), &cfg.region, interval).await?;
         store::jobs::prune_finished(self.inner.queue.pool(), KEEP_FINISHED.as_secs_f64()).await?;
+        store::jobs::prune_dead(
+            self.inner.queue.pool(),
+            self.inner.queue.settings().dead_retention.as_secs_f64(),
+        )
+        .await?;
         if scheduled > 0 {
             tracing::debug!(scheduled, "scheduled pulls");
         }
