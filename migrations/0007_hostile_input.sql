@@ -44,3 +44,11 @@ CREATE TABLE plansync.settings (
     value BYTEA NOT NULL,
     created_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
+
+-- A host's time as the worker can read it: NULL for `infinity` and for years
+-- outside 1..9999 (which every layer up to a JavaScript client can hold), so
+-- such a row is read, refused for push and shown, instead of failing to decode.
+CREATE FUNCTION plansync.storable_time(t TIMESTAMPTZ) RETURNS TIMESTAMPTZ
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN t >= '0001-01-01 00:00:00+00' AND t < '10000-01-01 00:00:00+00' THEN t END
+$$;

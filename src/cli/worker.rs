@@ -12,6 +12,7 @@ use plansync::deltas::relay::{Relay, RelaySettings};
 use plansync::google::GoogleClient;
 use plansync::ids::{CalendarId, JobId, UserId};
 use plansync::queue::{JobKind, Queue};
+use plansync::store::key_check::KeyCheck;
 use plansync::store;
 use plansync::sync::SyncDeps;
 use plansync::worker::{self, SyncJobs, Worker, WorkerConfig};
@@ -90,6 +91,14 @@ pub async fn run(env: &Env, args: RunArgs) -> anyhow::Result<ExitCode> {
     let pool = store::connect(&db, pool_size)
         .await
         .with_context(|| format!("connecting to {target}"))?;
+    // A replica with the wrong token key would fail every job it claims:
+    // refuse to start instead, naming the setting.
+    if store::key_check::verify(&pool, &cipher).await? == KeyCheck::Mismatch {
+        anyhow::bail!(
+            "PLANSYNC_TOKEN_KEY cannot decrypt the refresh tokens stored in {target}: \
+             this worker was started with a different key than the one they were stored with"
+        );
+    }
     let config = WorkerConfig::new(&settings, &sync, &queue);
     let google = GoogleClient::new(&google).context("building the Google client")?;
     let deps = SyncDeps::new(google, cipher, sync.clone());

@@ -305,11 +305,6 @@ impl ErrorBody {
             ..ErrorBody::default()
         }
     }
-
-    #[cfg(test)]
-    pub fn from_bytes(bytes: &[u8]) -> Self {
-        Self::from_response(None, bytes)
-    }
 }
 
 /// Classifies a non-2xx answer of the Calendar API.

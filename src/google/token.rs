@@ -227,9 +227,7 @@ impl TokenProvider {
                 serde_json::from_slice(&bytes).map_err(|e| TokenError::Malformed {
                     detail: e.to_string(),
                 })?;
-            // Google always states the lifetime; without it, assume its usual hour.
-            let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(3600));
-            return Ok((AccessToken::new(answer.access_token), lifetime));
+            return checked_grant(answer);
         }
         let refusal: GrantError = response
             .body
@@ -279,4 +277,30 @@ impl google_calendar3::common::GetToken for TokenProvider {
             }
         })
     }
+}
+
+/// The longest lifetime we believe of an access token: Google's are an hour.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// Longest access token we send (Google's are a few hundred bytes).
+const MAX_ACCESS_TOKEN_LEN: usize = 8 * 1024;
+
+/// A token answer, range-checked: the token must be a header-safe string (a
+/// CR/LF in it would break, or smuggle, a header) and its lifetime is capped,
+/// so no arithmetic on `expires_in` can overflow.
+fn checked_grant(answer: GrantAnswer) -> Result<(AccessToken, Duration), TokenError> {
+    let token = answer.access_token;
+    if token.is_empty()
+        || token.len() > MAX_ACCESS_TOKEN_LEN
+        || !token.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(TokenError::Malformed {
+            detail: format!(
+                "the access token is not a header-safe string ({} bytes)",
+                token.len()
+            ),
+        });
+    }
+    // Google always states the lifetime; without it, assume its usual hour.
+    let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(3600)).min(MAX_TOKEN_LIFETIME);
+    Ok((AccessToken::new(token), lifetime))
 }

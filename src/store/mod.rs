@@ -13,6 +13,7 @@ pub mod links;
 pub mod migrate;
 pub mod outbox;
 pub mod push;
+pub mod key_check;
 pub mod skipped;
 pub mod status;
 
