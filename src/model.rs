@@ -31,14 +31,18 @@ impl AppointmentFields {
                 self.start_at.to_rfc3339()
             ));
         }
-        let midnight = |t: &DateTime<Utc>| t.num_seconds_from_midnight() == 0 && t.nanosecond() == 0;
+        let midnight =
+            |t: &DateTime<Utc>| t.num_seconds_from_midnight() == 0 && t.nanosecond() == 0;
         if self.all_day && !(midnight(&self.start_at) && midnight(&self.end_at)) {
             return Some("an all-day appointment whose times are not 00:00 UTC".to_owned());
         }
         if self.all_day && self.end_at == self.start_at {
             return Some("an all-day appointment that ends on the day it starts".to_owned());
         }
-        for zone in [&self.start_time_zone, &self.end_time_zone].into_iter().flatten() {
+        for zone in [&self.start_time_zone, &self.end_time_zone]
+            .into_iter()
+            .flatten()
+        {
             if zone.parse::<chrono_tz::Tz>().is_err() {
                 return Some(format!(
                     "unknown time zone {:?}",

@@ -531,11 +531,77 @@ mod tests {
     }
 
     #[test]
+    fn spent_quotas_back_the_connection_off_for_hours() {
+        for (code, reason) in [
+            (403, "quotaExceeded"),
+            (429, "quotaExceeded"),
+            (403, "dailyLimitExceeded"),
+        ] {
+            let e = classify(Target::Calendar, status(code), None, &body(code, reason));
+            assert_eq!(
+                e,
+                GoogleError::QuotaExhausted {
+                    reason: reason.to_owned()
+                }
+            );
+            assert_eq!(e.next_step(), NextStep::QuotaBackoff);
+        }
+    }
+
+    #[test]
+    fn only_googles_own_errors_mean_gone() {
+        for code in [403u16, 404, 409, 410, 412] {
+            let html = ErrorBody::from_response(Some("text/html"), b"<html>Not Found</html>");
+            let e = classify(Target::Calendar, status(code), None, &html);
+            match &e {
+                GoogleError::Transient {
+                    status: Some(c),
+                    detail,
+                } => {
+                    assert_eq!(*c, code);
+                    assert!(
+                        detail.contains("text/html") && detail.contains("<html>"),
+                        "{detail}"
+                    );
+                }
+                other => panic!("{code}: {other:?}"),
+            }
+            assert_eq!(e.next_step(), NextStep::Retry);
+        }
+        let nul = ErrorBody::from_response(
+            Some("application/json"),
+            br#"{"error":{"code":404,"message":"gone\u0000here","errors":[{"reason":"notFound"}]}}"#,
+        );
+        assert!(nul.google);
+        assert!(!nul.message.unwrap().contains('\0'));
+    }
+
+    #[test]
+    fn retry_after_is_bounded_whatever_it_says() {
+        for raw in [
+            "3000000000",
+            "18446744073709551616999",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(parse_retry_after(raw), Some(MAX_SNOOZE), "{raw}");
+        }
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("-5"), None);
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT"),
+            Some(MAX_SNOOZE)
+        );
+        assert_eq!(
+            parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT"),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
     fn rate_limits_come_as_403_or_429_and_spend_no_attempt() {
         for (code, reason) in [
             (403, "rateLimitExceeded"),
             (403, "userRateLimitExceeded"),
-            (403, "quotaExceeded"),
             (429, "rateLimitExceeded"),
         ] {
             let e = classify(

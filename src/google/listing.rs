@@ -283,7 +283,8 @@ mod tests {
                 json!({"kind": "calendar#events", "items": [], "nextSyncToken": "a\u{0}b"}),
                 "control",
             ),
-            (json!([]), "invalid type"),
+            (json!([]), "no kind"),
+            (json!("calendar#events"), "invalid type"),
         ] {
             let err = parse(body.clone()).unwrap_err();
             assert!(

@@ -156,10 +156,10 @@ pub async fn load_linked(
          FOR UPDATE OF l"
     );
     let rows = sqlx::query_as::<_, RowWithLink>(&sql)
-    .bind(connection)
-    .bind(event_ids)
-    .fetch_all(conn)
-    .await?;
+        .bind(connection)
+        .bind(event_ids)
+        .fetch_all(conn)
+        .await?;
     Ok(rows.into_iter().map(RowWithLink::into_linked).collect())
 }
 

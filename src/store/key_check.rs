@@ -39,12 +39,10 @@ pub async fn verify(pool: &PgPool, cipher: &TokenCipher) -> Result<KeyCheck, Sto
             .fetch_optional(pool)
             .await?;
     if let Some(value) = stored {
-        return Ok(
-            match cipher.decrypt(UserId(0), &check_calendar(), &value) {
-                Ok(t) if t.expose_secret() == PLAINTEXT => KeyCheck::Matches,
-                _ => KeyCheck::Mismatch,
-            },
-        );
+        return Ok(match cipher.decrypt(UserId(0), &check_calendar(), &value) {
+            Ok(t) if t.expose_secret() == PLAINTEXT => KeyCheck::Matches,
+            _ => KeyCheck::Mismatch,
+        });
     }
     let sample: Option<(UserId, CalendarId, Vec<u8>)> = sqlx::query_as(
         "SELECT user_id, calendar_id, refresh_token_enc FROM plansync.connections \

@@ -9,11 +9,11 @@ pub mod appointments;
 pub mod conflicts;
 pub mod connections;
 pub mod jobs;
+pub mod key_check;
 pub mod links;
 pub mod migrate;
 pub mod outbox;
 pub mod push;
-pub mod key_check;
 pub mod skipped;
 pub mod status;
 

@@ -60,10 +60,7 @@ pub async fn load(conn: &mut PgConnection, id: AppointmentId) -> Result<PushStat
          LEFT JOIN public.appointments a ON a.id = k.id \
          LEFT JOIN plansync.links l ON l.appointment_id = k.id"
     );
-    let row: StateRow = sqlx::query_as(&sql)
-    .bind(id)
-    .fetch_one(conn)
-    .await?;
+    let row: StateRow = sqlx::query_as(&sql).bind(id).fetch_one(conn).await?;
     let appointment = row.appointment.into_row(id);
     let link = match (row.link_id, row.link_connection, row.event_id) {
         (Some(id), Some(connection_id), Some(event_id)) => Some(PushLink {

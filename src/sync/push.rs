@@ -79,7 +79,13 @@ pub async fn run(deps: &SyncDeps, ctx: &JobContext, job: &Job) -> Result<Done, J
     // Host rows are validated before anything is sent: a row Google would
     // refuse (or that we cannot even express) is parked with its reason,
     // shown in `status`, and never retried until the host changes it.
-    if let Plan::Insert { appointment: row, .. } | Plan::Patch { appointment: row, .. } = &plan {
+    if let Plan::Insert {
+        appointment: row, ..
+    }
+    | Plan::Patch {
+        appointment: row, ..
+    } = &plan
+    {
         if let Some(reason) = row.fields.push_problem() {
             tracing::warn!(appointment = %row.id, %reason, "push parked: invalid appointment");
             let mut tx = pool.begin().await?;
