@@ -142,23 +142,6 @@ fn read_token_line(input: impl BufRead) -> anyhow::Result<RefreshToken> {
     Ok(RefreshToken::new(token))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stdin_is_read_within_bounds() {
-        let t = read_token_line(&b"  tok-1 \nsecond line"[..]).unwrap();
-        assert_eq!(t.expose_secret(), "tok-1");
-        let zeros = vec![0u8; 1 << 20];
-        let err = read_token_line(&zeros[..]).unwrap_err().to_string();
-        assert!(err.contains("longer than"), "{err}");
-        assert!(read_token_line(&b"\n"[..]).is_err());
-        assert!(read_token_line(&b"a\x01b\n"[..]).is_err());
-        assert!(read_token_line(&b"\xff\xfe\n"[..]).is_err());
-    }
-}
-
 pub async fn disconnect(env: &Env, args: DisconnectArgs) -> anyhow::Result<ExitCode> {
     let pool = pool(env).await?;
     store::connections::disconnect(&pool, args.connection).await?;
@@ -175,4 +158,21 @@ pub async fn status(env: &Env, args: StatusArgs) -> anyhow::Result<ExitCode> {
         print!("{}", report.to_text());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stdin_is_read_within_bounds() {
+        let t = read_token_line(&b"  tok-1 \nsecond line"[..]).unwrap();
+        assert_eq!(t.expose_secret(), "tok-1");
+        let zeros = vec![0u8; 1 << 20];
+        let err = read_token_line(&zeros[..]).unwrap_err().to_string();
+        assert!(err.contains("longer than"), "{err}");
+        assert!(read_token_line(&b"\n"[..]).is_err());
+        assert!(read_token_line(&b"a\x01b\n"[..]).is_err());
+        assert!(read_token_line(&b"\xff\xfe\n"[..]).is_err());
+    }
 }

@@ -296,6 +296,130 @@ mod tests {
         assert!(err.to_string().contains("<html>"), "{err}");
     }
 
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Any JSON value, a few levels deep, with hostile strings.
+        fn any_json() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                any::<u64>().prop_map(serde_json::Value::from),
+                any::<f64>().prop_map(|f| serde_json::json!(f)),
+                ".{0,40}".prop_map(serde_json::Value::from),
+                prop_oneof![
+                    Just("2026-06-10T12:00:00Z"),
+                    Just("+275760-09-13T00:00:00Z"),
+                    Just("2026-06-10T12:00:00"),
+                    Just("2026-06-10"),
+                    Just("\u{0}"),
+                    Just("confirmed"),
+                    Just("cancelled"),
+                    Just("-infinity"),
+                ]
+                .prop_map(serde_json::Value::from),
+            ];
+            leaf.prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                    prop::collection::btree_map(
+                        prop_oneof![
+                            Just("date".to_owned()),
+                            Just("dateTime".to_owned()),
+                            Just("timeZone".to_owned()),
+                            ".{0,8}"
+                        ],
+                        inner,
+                        0..4
+                    )
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        const FIELDS: &[&str] = &[
+            "id",
+            "etag",
+            "status",
+            "updated",
+            "summary",
+            "description",
+            "location",
+            "start",
+            "end",
+            "eventType",
+            "attendees",
+            "recurringEventId",
+            "extendedProperties",
+            "originalStartTime",
+            "kind",
+        ];
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            /// Arbitrary JSON in any field of an event: the event maps or is
+            /// set aside with a reason; the page never fails or panics.
+            #[test]
+            fn any_event_maps_or_is_set_aside(
+                values in prop::collection::vec((0..FIELDS.len(), any_json()), 0..8),
+                keep_base in any::<bool>(),
+            ) {
+                let mut event = if keep_base { good("base") } else { serde_json::json!({}) };
+                for (field, value) in values {
+                    event[FIELDS[field]] = value;
+                }
+                let page = parse(serde_json::json!({
+                    "kind": "calendar#events",
+                    "nextSyncToken": "t",
+                    "items": [event, good("other")],
+                })).expect("a valid page never fails because of its events");
+                prop_assert_eq!(page.events.len() + page.skipped.len(), 2);
+                for s in &page.skipped {
+                    prop_assert!(!s.reason.is_empty());
+                    prop_assert!(s.event_id.as_ref().is_none_or(|i| !i.contains('\0')
+                        && i.chars().count() <= SKIPPED_ID_CHARS));
+                }
+                for e in &page.events {
+                    if let Some(a) = e.appointment() {
+                        prop_assert!(!a.fields.summary.contains('\0'));
+                        prop_assert!(a.fields.end_at >= a.fields.start_at);
+                        prop_assert!(crate::google::in_storable_range(a.fields.start_at));
+                        prop_assert!(crate::google::in_storable_range(a.fields.end_at));
+                    }
+                }
+            }
+
+            /// Arbitrary page shapes: a page or a Malformed error, no panic.
+            #[test]
+            fn any_page_parses_or_fails_cleanly(page in any_json(), bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+                match parse(page) {
+                    Ok(p) => prop_assert!(p.next_page_token.is_some() != p.next_sync_token.is_some()),
+                    Err(e) => {
+                        let malformed = matches!(e, GoogleError::Malformed { .. });
+                        prop_assert!(malformed, "{:?}", e)
+                    }
+                }
+                if let Err(e) = parse_page(&bytes) {
+                    let malformed = matches!(e, GoogleError::Malformed { .. });
+                    prop_assert!(malformed, "{:?}", e);
+                }
+            }
+
+            /// Any Retry-After: no panic and at most the hour.
+            #[test]
+            fn any_retry_after_is_bounded(raw in ".{0,40}", digits in "[0-9]{1,40}") {
+                for r in [raw.as_str(), digits.as_str()] {
+                    if let Some(d) = crate::google::error::parse_retry_after(r) {
+                        prop_assert!(d <= crate::google::error::MAX_SNOOZE);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn skipped_ids_are_storable_and_bounded() {
         let long = "a".repeat(3_000_000);

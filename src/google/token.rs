@@ -304,3 +304,38 @@ fn checked_grant(answer: GrantAnswer) -> Result<(AccessToken, Duration), TokenEr
     let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(3600)).min(MAX_TOKEN_LIFETIME);
     Ok((AccessToken::new(token), lifetime))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any token answer: no panic, a header-safe token and a lifetime
+        /// that no clock arithmetic can overflow.
+        #[test]
+        fn any_token_answer_is_bounded(token in ".{0,64}", expires_in in any::<Option<u64>>()) {
+            match checked_grant(GrantAnswer { access_token: token.clone(), expires_in }) {
+                Ok((t, lifetime)) => {
+                    prop_assert!(t.expose_secret().bytes().all(|b| b.is_ascii_graphic()));
+                    prop_assert!(lifetime <= MAX_TOKEN_LIFETIME);
+                    let _ = std::time::Instant::now() + lifetime;
+                }
+                Err(TokenError::Malformed { .. }) => prop_assert!(
+                    token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic())
+                ),
+                Err(other) => prop_assert!(false, "{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn cr_lf_in_a_token_is_refused() {
+        let err = checked_grant(GrantAnswer {
+            access_token: "a\r\nX-Evil: 1".into(),
+            expires_in: Some(u64::MAX),
+        })
+        .unwrap_err();
+        assert!(matches!(err, TokenError::Malformed { .. }));
+    }
+}
