@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::harness::{eventually, redis_url, PrivateRedis, TestApp};
 
-fn redis_settings(app: &TestApp, url: String, mode: DeltaMode) -> RedisSettings {
+pub fn redis_settings(app: &TestApp, url: String, mode: DeltaMode) -> RedisSettings {
     RedisSettings {
         url,
         delta_mode: mode,
@@ -24,7 +24,7 @@ fn redis_settings(app: &TestApp, url: String, mode: DeltaMode) -> RedisSettings 
     }
 }
 
-fn fast_relay() -> RelaySettings {
+pub fn fast_relay() -> RelaySettings {
     RelaySettings {
         backoff_min: Duration::from_millis(20),
         backoff_max: Duration::from_millis(200),
@@ -35,7 +35,7 @@ fn fast_relay() -> RelaySettings {
 
 /// Commits one transaction deleting `ids` of `user` (the cheapest delta to
 /// make: no appointment rows are needed to exercise the outbox).
-async fn commit_deletes(app: &TestApp, user: i64, ids: &[i64]) {
+pub async fn commit_deletes(app: &TestApp, user: i64, ids: &[i64]) {
     let mut tx = app.pool.begin().await.unwrap();
     let mut batch = DeltaBatch::new();
     for id in ids {
