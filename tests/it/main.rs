@@ -12,4 +12,5 @@ mod push;
 mod queue;
 mod realtime;
 mod realtime_streams;
+mod redis_tls;
 mod worker;
