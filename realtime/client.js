@@ -1,10 +1,31 @@
 // A socket.io-client for one user: prints `ready` once joined, then each
 // `plan:item-delta` payload as one JSON line.
+// Commands on stdin, one per line, to simulate a network cut:
+// - `drop`: closes the transport without telling the server (as a lost
+//   connection does) and does not reconnect; prints `dropped`;
+// - `resume`: reconnects; prints `reconnected recovered=<true|false>`
+//   (true when Socket.IO's connection state recovery restored the session).
 const { io } = require("socket.io-client");
+const readline = require("node:readline");
 
 const [url, userId] = process.argv.slice(2);
 const socket = io(url, { auth: { userId: Number(userId) }, transports: ["websocket"] });
-socket.on("ready", () => console.log("ready"));
+let resumed = false;
+socket.on("connect", () => {
+  if (resumed) console.log(`reconnected recovered=${socket.recovered}`);
+});
+socket.on("ready", () => { if (!resumed) console.log("ready"); });
 socket.on("plan:item-delta", (payload) => console.log(JSON.stringify(payload)));
 socket.on("connect_error", (err) => { console.error(`connect_error: ${err.message}`); });
+socket.on("disconnect", () => { if (!resumed) console.log("dropped"); });
+readline.createInterface({ input: process.stdin }).on("line", (line) => {
+  if (line === "drop") {
+    socket.io.reconnection(false);
+    socket.io.engine.close();
+  } else if (line === "resume") {
+    resumed = true;
+    socket.io.reconnection(true);
+    socket.io.open();
+  }
+});
 process.on("SIGTERM", () => { socket.close(); process.exit(0); });

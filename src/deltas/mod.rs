@@ -8,8 +8,10 @@
 //! them. Field order follows the contract so payloads diff cleanly.
 
 pub mod batch;
+pub mod connect;
 pub mod publish;
 pub mod relay;
+pub mod streams;
 pub mod timestamp;
 
 pub use batch::DeltaBatch;

@@ -13,16 +13,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::harness::{eventually, redis_url, PrivateRedis, TestApp};
 
-fn redis_settings(app: &TestApp, url: String, mode: DeltaMode) -> RedisSettings {
+pub fn redis_settings(app: &TestApp, url: String, mode: DeltaMode) -> RedisSettings {
     RedisSettings {
         url,
         delta_mode: mode,
         prefix: app.redis_prefix.clone(),
         socketio_key: format!("{}sio", app.redis_prefix),
+        socketio_stream: format!("{}stream", app.redis_prefix),
+        ..RedisSettings::default()
     }
 }
 
-fn fast_relay() -> RelaySettings {
+pub fn fast_relay() -> RelaySettings {
     RelaySettings {
         backoff_min: Duration::from_millis(20),
         backoff_max: Duration::from_millis(200),
@@ -33,7 +35,7 @@ fn fast_relay() -> RelaySettings {
 
 /// Commits one transaction deleting `ids` of `user` (the cheapest delta to
 /// make: no appointment rows are needed to exercise the outbox).
-async fn commit_deletes(app: &TestApp, user: i64, ids: &[i64]) {
+pub async fn commit_deletes(app: &TestApp, user: i64, ids: &[i64]) {
     let mut tx = app.pool.begin().await.unwrap();
     let mut batch = DeltaBatch::new();
     for id in ids {
@@ -192,7 +194,7 @@ async fn relay_publishes_json_and_socketio_in_version_order() {
 
     let mut relay = Relay::new(
         app.pool.clone(),
-        redis_settings(&app, redis_url(), DeltaMode::Both),
+        redis_settings(&app, redis_url(), DeltaMode::BOTH),
         fast_relay(),
     )
     .unwrap();
@@ -246,7 +248,7 @@ async fn redis_down_loses_nothing_and_the_relay_drains_in_order_when_it_returns(
     let cancel = CancellationToken::new();
     let relay = Relay::new(
         app.pool.clone(),
-        redis_settings(&app, redis.url(), DeltaMode::Json),
+        redis_settings(&app, redis.url(), DeltaMode::JSON),
         fast_relay(),
     )
     .unwrap();
@@ -324,7 +326,7 @@ async fn two_relays_on_one_outbox_keep_each_users_order() {
     for _ in 0..2 {
         let relay = Relay::new(
             app.pool.clone(),
-            redis_settings(&app, redis_url(), DeltaMode::Json),
+            redis_settings(&app, redis_url(), DeltaMode::JSON),
             RelaySettings {
                 batch_rows: 7,
                 batch_users: 3,
@@ -408,7 +410,7 @@ async fn published_rows_are_pruned_after_the_retention_period_and_unpublished_on
     .unwrap();
     let relay = Relay::new(
         app.pool.clone(),
-        redis_settings(&app, redis_url(), DeltaMode::Json),
+        redis_settings(&app, redis_url(), DeltaMode::JSON),
         RelaySettings {
             retention: Duration::from_secs(3600),
             ..fast_relay()

@@ -12,4 +12,6 @@ mod pull;
 mod push;
 mod queue;
 mod realtime;
+mod realtime_streams;
+mod redis_tls;
 mod worker;

@@ -9,8 +9,8 @@ use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 fn realtime_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("realtime")
@@ -22,10 +22,15 @@ fn ensure_node_modules() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         let dir = realtime_dir();
-        if dir.join("node_modules/socket.io/package.json").exists()
-            && dir
-                .join("node_modules/socket.io-client/package.json")
+        let installed = |package: &str| {
+            dir.join("node_modules")
+                .join(package)
+                .join("package.json")
                 .exists()
+        };
+        if installed("socket.io")
+            && installed("socket.io-client")
+            && installed("@socket.io/redis-streams-adapter")
         {
             return;
         }
@@ -40,6 +45,7 @@ fn ensure_node_modules() {
 
 pub struct NodeProcess {
     child: Child,
+    stdin: ChildStdin,
     pub lines: Lines<BufReader<ChildStdout>>,
 }
 
@@ -50,6 +56,7 @@ impl NodeProcess {
         cmd.arg(realtime_dir().join(script))
             .args(args)
             .current_dir(realtime_dir())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
@@ -58,7 +65,21 @@ impl NodeProcess {
         }
         let mut child = cmd.spawn().expect("node runs");
         let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        NodeProcess { child, lines }
+        let stdin = child.stdin.take().unwrap();
+        NodeProcess {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    /// Sends one command line (client.js: `drop`, `resume`).
+    pub async fn send(&mut self, line: &str) {
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .expect("the node process reads its stdin");
+        self.stdin.flush().await.unwrap();
     }
 
     pub async fn next_line(&mut self, within: Duration) -> Option<String> {
@@ -75,13 +96,26 @@ impl Drop for NodeProcess {
     }
 }
 
-/// Starts realtime/server.js on a free port; returns it and its URL.
+/// Starts realtime/server.js with `@socket.io/redis-adapter` on a free port;
+/// returns it and its URL.
 pub async fn socketio_server(redis_url: &str, key: &str) -> (NodeProcess, String) {
-    let mut server = NodeProcess::spawn(
-        "server.js",
-        &[],
-        &[("REDIS_URL", redis_url), ("SOCKETIO_KEY", key)],
-    );
+    start_server(&[("REDIS_URL", redis_url), ("SOCKETIO_KEY", key)]).await
+}
+
+/// Starts realtime/server.js with `@socket.io/redis-streams-adapter` reading
+/// `stream`, connection state recovery on; returns once its stream reader
+/// is blocked on XREAD.
+pub async fn socketio_streams_server(redis_url: &str, stream: &str) -> (NodeProcess, String) {
+    start_server(&[
+        ("REDIS_URL", redis_url),
+        ("ADAPTER", "streams"),
+        ("SOCKETIO_STREAM", stream),
+    ])
+    .await
+}
+
+async fn start_server(env: &[(&str, &str)]) -> (NodeProcess, String) {
+    let mut server = NodeProcess::spawn("server.js", &[], env);
     let line = server
         .next_line(Duration::from_secs(30))
         .await
