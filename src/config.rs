@@ -327,6 +327,25 @@ pub fn outbox_retention(env: &Env) -> Result<Duration, ConfigError> {
     env.secs_or("PLANSYNC_OUTBOX_RETENTION_SECS", 86_400, 0)
 }
 
+/// Deltas per published message at most (`PLANSYNC_MAX_DELTAS_PER_MESSAGE`,
+/// default 100).
+pub fn max_deltas_per_message(env: &Env) -> Result<usize, ConfigError> {
+    env.positive("PLANSYNC_MAX_DELTAS_PER_MESSAGE", 100)
+}
+
+/// The bearer token of `run`'s API routes (`PLANSYNC_API_TOKEN`); unset, the
+/// routes are not served at all.
+pub fn api_token(env: &Env) -> Result<Option<crate::ids::ApiToken>, ConfigError> {
+    match env.raw("PLANSYNC_API_TOKEN") {
+        None => Ok(None),
+        Some(raw) if raw.trim() != raw || raw.len() < 16 => Err(ConfigError::Invalid {
+            var: "PLANSYNC_API_TOKEN",
+            reason: "must be at least 16 characters, without surrounding spaces".to_owned(),
+        }),
+        Some(raw) => Ok(Some(crate::ids::ApiToken::new(raw))),
+    }
+}
+
 /// Retry and lease policy of the job queue.
 #[derive(Debug, Clone)]
 pub struct QueueSettings {

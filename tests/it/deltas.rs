@@ -124,14 +124,52 @@ async fn each_delta_bumps_the_version_by_one_and_coalesced_ones_bump_nothing() {
     );
 }
 
-/// Collects messages of a pattern subscription into per-channel lists.
-struct Subscriber {
+/// Collects messages of a pattern subscription into per-channel lists. Every
+/// message taken from it is checked against the contract's JSON Schema.
+pub struct Subscriber {
     messages: tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>,
     _task: tokio::task::JoinHandle<()>,
 }
 
+/// Checks one received message against the schema: a JSON channel carries
+/// the message itself, a Socket.IO channel the emitter envelope (msgpack)
+/// around the `plan:item-delta` payload.
+pub fn assert_message_valid(channel: &str, payload: &[u8]) {
+    use crate::contract::{assert_valid, Shape};
+    if channel.contains("plan-deltas:user:") {
+        let value: serde_json::Value = serde_json::from_slice(payload)
+            .unwrap_or_else(|e| panic!("not JSON on {channel}: {e}"));
+        assert_valid(Shape::UserDeltaMessage, &value);
+    } else if channel.contains("#/#") {
+        let value: serde_json::Value = rmp_serde::from_slice(payload)
+            .unwrap_or_else(|e| panic!("not msgpack on {channel}: {e}"));
+        assert_valid(Shape::PlanItemDeltaPayload, &value[1]["data"][1]);
+    } else {
+        panic!("a message on an unexpected channel {channel}");
+    }
+}
+
 impl Subscriber {
-    async fn start(url: &str, pattern: &str) -> Subscriber {
+    /// The next message, validated against the schema; panics after `deadline`.
+    pub async fn recv(&mut self, deadline: tokio::time::Instant) -> (String, Vec<u8>) {
+        let (channel, payload) = tokio::time::timeout_at(deadline, self.messages.recv())
+            .await
+            .expect("a message arrives in time")
+            .expect("the subscription is alive");
+        assert_message_valid(&channel, &payload);
+        (channel, payload)
+    }
+
+    /// The next message if one arrives within `within` (validated).
+    pub async fn try_recv(&mut self, within: Duration) -> Option<(String, Vec<u8>)> {
+        let (channel, payload) = tokio::time::timeout(within, self.messages.recv())
+            .await
+            .ok()??;
+        assert_message_valid(&channel, &payload);
+        Some((channel, payload))
+    }
+
+    pub async fn start(url: &str, pattern: &str) -> Subscriber {
         let client = redis::Client::open(url).unwrap();
         let mut pubsub = client.get_async_pubsub().await.unwrap();
         pubsub.psubscribe(pattern).await.unwrap();
@@ -153,15 +191,16 @@ impl Subscriber {
 
     /// Versions received per user on JSON channels, in arrival order, until
     /// `expected` versions (counting duplicates) have arrived.
-    async fn json_versions(&mut self, expected: usize) -> HashMap<i64, Vec<i64>> {
+    pub async fn json_versions(&mut self, expected: usize) -> HashMap<i64, Vec<i64>> {
         let mut seen: HashMap<i64, Vec<i64>> = HashMap::new();
         let mut count = 0;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while count < expected {
-            let (_, payload) = tokio::time::timeout_at(deadline, self.messages.recv())
-                .await
-                .unwrap_or_else(|_| panic!("only {count} of {expected} deltas arrived"))
-                .unwrap();
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {count} of {expected} deltas arrived"
+            );
+            let (_, payload) = self.recv(deadline).await;
             let message: UserDeltaMessage = serde_json::from_slice(&payload).unwrap();
             for delta in message.deltas {
                 seen.entry(message.user_id.0)
@@ -207,10 +246,9 @@ async fn relay_publishes_json_and_socketio_in_version_order() {
     assert_eq!(versions[&1], vec![1, 2, 3]);
     assert_eq!(versions[&2], vec![1]);
 
-    let (channel, bytes) = tokio::time::timeout(Duration::from_secs(10), sio_sub.messages.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let (channel, bytes) = sio_sub
+        .recv(tokio::time::Instant::now() + Duration::from_secs(10))
+        .await;
     assert_eq!(channel, format!("{}sio#/#user:1#", app.redis_prefix));
     let value: serde_json::Value = rmp_serde::from_slice(&bytes).unwrap();
     assert_eq!(value[0], "emitter");
@@ -357,10 +395,7 @@ async fn two_relays_on_one_outbox_keep_each_users_order() {
     let mut duplicates = 0usize;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while unique < expected {
-        let (_, payload) = tokio::time::timeout_at(deadline, sub.messages.recv())
-            .await
-            .expect("all deltas arrive")
-            .unwrap();
+        let (_, payload) = sub.recv(deadline).await;
         let message: UserDeltaMessage = serde_json::from_slice(&payload).unwrap();
         for delta in message.deltas {
             let version = delta.version.unwrap();

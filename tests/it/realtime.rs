@@ -22,11 +22,12 @@ fn ensure_node_modules() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         let dir = realtime_dir();
-        if dir.join("node_modules/socket.io/package.json").exists()
-            && dir
-                .join("node_modules/socket.io-client/package.json")
+        if ["socket.io", "socket.io-client", "ajv"].iter().all(|m| {
+            dir.join("node_modules")
+                .join(m)
+                .join("package.json")
                 .exists()
-        {
+        }) {
             return;
         }
         let status = std::process::Command::new("npm")
@@ -66,6 +67,21 @@ impl NodeProcess {
             .await
             .ok()
             .and_then(|l| l.ok().flatten())
+    }
+
+    /// A client's next `plan:item-delta` payload, which client.js has checked
+    /// against the contract's schema with ajv (and this checks again with the
+    /// Rust validator): every payload a test receives is validated.
+    pub async fn next_payload(&mut self, within: Duration) -> Option<Value> {
+        let line = self.next_line(within).await?;
+        assert!(
+            !line.starts_with("INVALID"),
+            "ajv refused a payload: {line}"
+        );
+        let value: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("client printed a non-JSON line {line:?}: {e}"));
+        crate::contract::assert_valid(crate::contract::Shape::PlanItemDeltaPayload, &value);
+        Some(value)
     }
 }
 
@@ -181,11 +197,10 @@ async fn a_google_edit_reaches_its_users_socket_io_client_and_nobody_elses() {
         .unwrap();
     pull_socketio(&app, 1, &key).await;
 
-    let line = alice
-        .next_line(Duration::from_secs(30))
+    let received = alice
+        .next_payload(Duration::from_secs(30))
         .await
         .expect("alice receives plan:item-delta");
-    let received: Value = serde_json::from_str(&line).unwrap();
     let (id, created_at, updated_at, version): (i64, DateTime<Utc>, DateTime<Utc>, i64) =
         sqlx::query_as(
             "SELECT a.id, a.created_at, a.updated_at, u.plan_version \
@@ -233,11 +248,10 @@ async fn a_google_edit_reaches_its_users_socket_io_client_and_nobody_elses() {
         .delete_event("bob@example.com", &bob_event)
         .unwrap();
     pull_socketio(&app, 2, &key).await;
-    let line = bob
-        .next_line(Duration::from_secs(30))
+    let received = bob
+        .next_payload(Duration::from_secs(30))
         .await
         .expect("bob receives his own delta");
-    let received: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(received["deltas"].as_array().unwrap().len(), 1);
     assert_eq!(received["deltas"][0]["action"], "deleted");
     assert_eq!(received["deltas"][0]["version"], 2);
