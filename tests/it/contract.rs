@@ -161,8 +161,9 @@ fn the_rust_payload_types_validate_against_the_schema() {
     assert_valid(Shape::UserDeltaMessage, &spliced);
 }
 
-#[test]
-fn the_schema_refuses_what_the_contract_forbids() {
+/// Payloads the contract forbids, and whether TypeScript's types can say so
+/// too (a string pattern, like the timestamps', is beyond them).
+fn invalid_cases() -> Vec<(&'static str, Value, bool)> {
     let valid = serde_json::to_value(PlanItemDelta::appointment_upsert(
         DeltaAction::Created,
         5,
@@ -176,31 +177,40 @@ fn the_schema_refuses_what_the_contract_forbids() {
         .as_object_mut()
         .unwrap()
         .remove("location");
-    cases.push(("missing location", v));
+    cases.push(("missing location", v, true));
     // A timestamp without milliseconds.
     let mut v = valid.clone();
     v["data"]["appointment"]["startAt"] = json!("2026-12-10T15:00:00Z");
-    cases.push(("seconds-only timestamp", v));
+    cases.push(("seconds-only timestamp", v, false));
     // A deleted delta with data.
     let mut v = valid.clone();
     v["action"] = json!("deleted");
-    cases.push(("deleted with data", v));
+    cases.push(("deleted with data", v, true));
     // A plan delta naming an entity.
     let mut v = serde_json::to_value(PlanItemDelta::plan_updated(3)).unwrap();
     v["entityId"] = json!(7);
-    cases.push(("plan with entity", v));
+    cases.push(("plan with entity", v, true));
     // A link delta without its connection's lastError key.
     let mut v = serde_json::to_value(every_kind_of_delta()[4].clone()).unwrap();
     v["data"]["connection"]
         .as_object_mut()
         .unwrap()
         .remove("lastError");
-    cases.push(("connection without lastError", v));
+    cases.push(("connection without lastError", v, true));
+    // A link delta naming another section.
+    let mut v = serde_json::to_value(every_kind_of_delta()[4].clone()).unwrap();
+    v["data"]["section"] = json!("bills");
+    cases.push(("link delta of another section", v, true));
     // No version.
-    let mut v = valid.clone();
+    let mut v = valid;
     v.as_object_mut().unwrap().remove("version");
-    cases.push(("no version", v));
-    for (what, case) in cases {
+    cases.push(("no version", v, true));
+    cases
+}
+
+#[test]
+fn the_schema_refuses_what_the_contract_forbids() {
+    for (what, case, _) in invalid_cases() {
         assert!(
             !errors(Shape::PlanItemDelta, &case).is_empty(),
             "the schema accepted {what}: {case}"
@@ -208,4 +218,85 @@ fn the_schema_refuses_what_the_contract_forbids() {
     }
     assert_valid(Shape::CatchUpGone, &json!({"planVersion": 12}));
     assert!(!errors(Shape::CatchUpGone, &json!({"planVersion": "12"})).is_empty());
+}
+
+/// The TypeScript types agree with the schema: `tsc --strict` accepts every
+/// kind of payload the schema accepts (built from the Rust types), and
+/// refuses the forbidden ones it can express (each marked
+/// `@ts-expect-error`, so an accepted one fails the check).
+#[test]
+fn the_typescript_types_accept_what_the_schema_accepts_and_refuse_the_rest() {
+    crate::realtime::ensure_node_modules();
+    let deltas = every_kind_of_delta();
+    let samples = [
+        (
+            "UserDeltaMessage",
+            serde_json::to_value(UserDeltaMessage {
+                user_id: UserId(3),
+                deltas: deltas.clone(),
+            })
+            .unwrap(),
+        ),
+        (
+            "PlanItemDeltaPayload",
+            serde_json::to_value(PlanItemDeltaPayload {
+                deltas: deltas.clone(),
+            })
+            .unwrap(),
+        ),
+        (
+            "CatchUpAnswer",
+            json!({"userId": 3, "planVersion": 12, "deltas": deltas}),
+        ),
+        ("CatchUpGone", json!({"planVersion": 12})),
+    ];
+    let types = contract_dir().join("plan-item-delta");
+    let mut source = format!(
+        "import type {{ UserDeltaMessage, PlanItemDeltaPayload, CatchUpAnswer, CatchUpGone, \
+         PlanItemDelta }} from {:?};\n",
+        types.display().to_string()
+    );
+    for (i, (shape, sample)) in samples.iter().enumerate() {
+        let shape_enum = match *shape {
+            "UserDeltaMessage" => Shape::UserDeltaMessage,
+            "PlanItemDeltaPayload" => Shape::PlanItemDeltaPayload,
+            "CatchUpAnswer" => Shape::CatchUpAnswer,
+            _ => Shape::CatchUpGone,
+        };
+        assert_valid(shape_enum, sample);
+        source.push_str(&format!("export const ok{i}: {shape} = {sample};\n"));
+    }
+    for (i, (what, case, typescript_catches)) in invalid_cases().into_iter().enumerate() {
+        if typescript_catches {
+            // One line, so the directive covers wherever tsc reports it.
+            source.push_str(&format!(
+                "// {what}\n// @ts-expect-error\nexport const bad{i}: PlanItemDelta = {case};\n"
+            ));
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("check.ts");
+    std::fs::write(&file, &source).unwrap();
+    let tsc = crate::realtime::realtime_dir().join("node_modules/.bin/tsc");
+    let out = std::process::Command::new(tsc)
+        .args([
+            "--noEmit",
+            "--strict",
+            "--exactOptionalPropertyTypes",
+            "--module",
+            "esnext",
+            "--moduleResolution",
+            "bundler",
+            "--target",
+            "es2022",
+        ])
+        .arg(&file)
+        .output()
+        .expect("tsc runs (realtime/node_modules, from `npm ci`)");
+    assert!(
+        out.status.success(),
+        "tsc disagrees with the schema:\n{}{}\n{source}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -12,22 +12,25 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
-fn realtime_dir() -> PathBuf {
+pub fn realtime_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("realtime")
 }
 
 /// Installs the pinned npm packages once per test run (`npm ci` from the
 /// committed lockfile) when they are not there yet.
-fn ensure_node_modules() {
+pub fn ensure_node_modules() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         let dir = realtime_dir();
-        if ["socket.io", "socket.io-client", "ajv"].iter().all(|m| {
-            dir.join("node_modules")
-                .join(m)
-                .join("package.json")
-                .exists()
-        }) {
+        if ["socket.io", "socket.io-client", "ajv", "typescript"]
+            .iter()
+            .all(|m| {
+                dir.join("node_modules")
+                    .join(m)
+                    .join("package.json")
+                    .exists()
+            })
+        {
             return;
         }
         let status = std::process::Command::new("npm")
