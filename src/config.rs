@@ -494,6 +494,28 @@ mod tests {
     }
 
     #[test]
+    fn the_api_token_is_optional_but_never_weak_and_messages_are_bounded() {
+        assert!(api_token(&Env::default()).unwrap().is_none());
+        let token = api_token(&Env::from_pairs([(
+            "PLANSYNC_API_TOKEN",
+            "a-long-enough-token",
+        )]))
+        .unwrap()
+        .unwrap();
+        assert!(token.verify("a-long-enough-token"));
+        let err = api_token(&Env::from_pairs([("PLANSYNC_API_TOKEN", "short")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("PLANSYNC_API_TOKEN is invalid") && !err.contains("short"),
+            "{err}"
+        );
+        assert_eq!(max_deltas_per_message(&Env::default()).unwrap(), 100);
+        let zero = Env::from_pairs([("PLANSYNC_MAX_DELTAS_PER_MESSAGE", "0")]);
+        assert!(max_deltas_per_message(&zero).is_err());
+    }
+
+    #[test]
     fn base_url_gets_its_trailing_slash() {
         let env = Env::from_pairs([
             ("GOOGLE_CALENDAR_BASE_URL", "http://127.0.0.1:9/calendar/v3"),

@@ -68,6 +68,7 @@ struct DeltasQuery {
     after: i64,
 }
 
+#[tracing::instrument(name = "catch_up", skip(state, query), fields(after = query.after))]
 async fn deltas(
     State(state): State<ApiState>,
     Path(user): Path<UserId>,
