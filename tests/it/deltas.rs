@@ -457,3 +457,53 @@ async fn published_rows_are_pruned_after_the_retention_period_and_unpublished_on
         .unwrap();
     assert_eq!(left, vec![2, 3]);
 }
+
+#[tokio::test]
+async fn a_backlog_is_cut_into_bounded_messages_in_both_formats() {
+    let app = TestApp::spawn().await;
+    app.add_user(1).await;
+    let mut json_sub = Subscriber::start(
+        &redis_url(),
+        &format!("{}plan-deltas:user:*", app.redis_prefix),
+    )
+    .await;
+    let mut sio_sub =
+        Subscriber::start(&redis_url(), &format!("{}sio#/#*", app.redis_prefix)).await;
+    commit_deletes(&app, 1, &[1, 2, 3, 4, 5]).await;
+    let mut relay = Relay::new(
+        app.pool.clone(),
+        redis_settings(&app, redis_url(), DeltaMode::Both),
+        RelaySettings {
+            max_deltas_per_message: 2,
+            ..fast_relay()
+        },
+    )
+    .unwrap();
+    assert_eq!(relay.drain().await.unwrap(), 5);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut json_messages = Vec::new();
+    let mut sio_messages = Vec::new();
+    for _ in 0..3 {
+        let (_, payload) = json_sub.recv(deadline).await;
+        let message: UserDeltaMessage = serde_json::from_slice(&payload).unwrap();
+        json_messages.push(
+            message
+                .deltas
+                .iter()
+                .map(|d| d.version.unwrap())
+                .collect::<Vec<_>>(),
+        );
+        let (_, bytes) = sio_sub.recv(deadline).await;
+        let value: serde_json::Value = rmp_serde::from_slice(&bytes).unwrap();
+        sio_messages.push(
+            value[1]["data"][1]["deltas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["version"].as_i64().unwrap())
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(json_messages, vec![vec![1, 2], vec![3, 4], vec![5]]);
+    assert_eq!(sio_messages, json_messages);
+}
