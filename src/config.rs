@@ -445,6 +445,25 @@ pub fn outbox_retention(env: &Env) -> Result<Duration, ConfigError> {
     )
 }
 
+/// Deltas per published message at most (`PLANSYNC_MAX_DELTAS_PER_MESSAGE`,
+/// default 100).
+pub fn max_deltas_per_message(env: &Env) -> Result<usize, ConfigError> {
+    env.ranged("PLANSYNC_MAX_DELTAS_PER_MESSAGE", 100, 1, 100_000)
+}
+
+/// The bearer token of `run`'s API routes (`PLANSYNC_API_TOKEN`); unset, the
+/// routes are not served at all.
+pub fn api_token(env: &Env) -> Result<Option<crate::ids::ApiToken>, ConfigError> {
+    match env.raw("PLANSYNC_API_TOKEN") {
+        None => Ok(None),
+        Some(raw) if raw.trim() != raw || raw.len() < 16 => Err(ConfigError::Invalid {
+            var: "PLANSYNC_API_TOKEN",
+            reason: "must be at least 16 characters, without surrounding spaces".to_owned(),
+        }),
+        Some(raw) => Ok(Some(crate::ids::ApiToken::new(raw))),
+    }
+}
+
 /// Retry and lease policy of the job queue.
 #[derive(Debug, Clone)]
 pub struct QueueSettings {
@@ -612,6 +631,28 @@ mod tests {
         assert!(!format!("{google:?}").contains("s3cr3t"));
         let err = token_cipher(&env).unwrap_err().to_string();
         assert!(!err.contains("s3cr3t"), "{err}");
+    }
+
+    #[test]
+    fn the_api_token_is_optional_but_never_weak_and_messages_are_bounded() {
+        assert!(api_token(&Env::default()).unwrap().is_none());
+        let token = api_token(&Env::from_pairs([(
+            "PLANSYNC_API_TOKEN",
+            "a-long-enough-token",
+        )]))
+        .unwrap()
+        .unwrap();
+        assert!(token.verify("a-long-enough-token"));
+        let err = api_token(&Env::from_pairs([("PLANSYNC_API_TOKEN", "short")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("PLANSYNC_API_TOKEN is invalid") && !err.contains("short"),
+            "{err}"
+        );
+        assert_eq!(max_deltas_per_message(&Env::default()).unwrap(), 100);
+        let zero = Env::from_pairs([("PLANSYNC_MAX_DELTAS_PER_MESSAGE", "0")]);
+        assert!(max_deltas_per_message(&zero).is_err());
     }
 
     #[test]

@@ -75,6 +75,8 @@ pub async fn run(env: &Env, args: RunArgs) -> anyhow::Result<ExitCode> {
     let cipher = config::token_cipher(env)?;
     let redis = RedisSettings::from_env(env)?;
     let outbox_retention = config::outbox_retention(env)?;
+    let max_deltas_per_message = config::max_deltas_per_message(env)?;
+    let api_token = config::api_token(env)?;
     let sync = SyncSettings::from_env(env)?;
     let queue = QueueSettings::from_env(env)?;
     let settings = WorkerSettings::from_env(env)?;
@@ -105,6 +107,7 @@ pub async fn run(env: &Env, args: RunArgs) -> anyhow::Result<ExitCode> {
     let worker = Worker::new(pool.clone(), config, SyncJobs::new(deps));
     let relay_settings = RelaySettings {
         retention: outbox_retention,
+        max_deltas_per_message,
         ..RelaySettings::default()
     };
     let relay =
@@ -146,7 +149,8 @@ pub async fn run(env: &Env, args: RunArgs) -> anyhow::Result<ExitCode> {
     tokio::spawn(shutdown_on_signal(shutdown.clone()));
     let http = tokio::spawn(worker::http::serve(
         listener,
-        worker::http::router(pool, Some(metrics)),
+        worker::http::router(pool.clone(), Some(metrics))
+            .merge(worker::api::router(pool, api_token)),
         shutdown.clone(),
     ));
     // The relay outlives the worker's drain, so deltas committed by the last

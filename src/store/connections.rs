@@ -4,10 +4,17 @@
 //! `disconnect`; it is never deleted by the worker (deleting the user cascades),
 //! so the links of its appointments survive a disconnect and a later connect
 //! of the same calendar picks them up again instead of importing twice.
+//!
+//! Every statement that moves a connection into or out of needs-reauth or
+//! calendar-gone (`mark_blocked`, `connect`, `finish_pull`) ends with
+//! [`announce_link_change`], in the same transaction: the user gets one `plan`
+//! delta (section `google-calendar`) per change of state, never one per
+//! failure.
 
 use sqlx::PgPool;
 
 use super::StoreError;
+use crate::deltas::{ConnectionPayload, PlanItemDelta};
 use crate::ids::{CalendarId, ConnectionId, UserId};
 
 /// What `connect` asks for.
@@ -82,6 +89,8 @@ pub async fn connect(pool: &PgPool, new: NewConnection<'_>) -> Result<ConnectOut
     .bind(&new.refresh_token_enc)
     .fetch_one(&mut *tx)
     .await?;
+    // A re-authorisation that repairs a broken link tells the user so.
+    announce_link_change(&mut tx, id).await?;
     // Queued jobs follow a region change, so the new region's workers claim them.
     sqlx::query(
         "UPDATE plansync.jobs j SET region = c.region, updated_at = now() \
@@ -225,8 +234,9 @@ pub async fn mark_blocked(
     ))
     .bind(id)
     .bind(crate::text::error_text(error))
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
+    announce_link_change(conn, id).await?;
     Ok(())
 }
 
@@ -284,7 +294,61 @@ pub async fn finish_pull(
     .bind(id)
     .bind(sync_token)
     .bind(calendar_time_zone)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
+    // A successful sync after the calendar was gone: tell the user.
+    announce_link_change(conn, id).await?;
     Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct LinkState {
+    id: ConnectionId,
+    user_id: UserId,
+    calendar_id: CalendarId,
+    needs_reauth: bool,
+    calendar_gone: bool,
+    last_error: Option<String>,
+}
+
+/// When the connection's needs-reauth / calendar-gone state differs from what
+/// its user was last told, records the new state as told and appends one
+/// `plan` delta (section `google-calendar`, with the connection) to the
+/// outbox, in the caller's transaction. Returns the delta's version, `None`
+/// when there was nothing new to tell (e.g. another failure of an already
+/// broken connection).
+pub async fn announce_link_change(
+    conn: &mut sqlx::PgConnection,
+    id: ConnectionId,
+) -> Result<Option<i64>, StoreError> {
+    let changed: Option<LinkState> = sqlx::query_as(
+        "UPDATE plansync.connections SET announced_needs_reauth = needs_reauth, \
+             announced_calendar_gone = calendar_gone \
+         WHERE id = $1 AND (announced_needs_reauth, announced_calendar_gone) \
+             IS DISTINCT FROM (needs_reauth, calendar_gone) \
+         RETURNING id, user_id, calendar_id, needs_reauth, calendar_gone, last_error",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(state) = changed else {
+        return Ok(None);
+    };
+    let mut deltas = [PlanItemDelta::google_link(ConnectionPayload {
+        id: state.id,
+        calendar_id: state.calendar_id,
+        needs_reauth: state.needs_reauth,
+        calendar_gone: state.calendar_gone,
+        last_error: state.last_error,
+    })];
+    let version = super::outbox::append(conn, state.user_id, &mut deltas).await?;
+    tracing::info!(
+        connection = %id,
+        user = %state.user_id,
+        needs_reauth = state.needs_reauth,
+        calendar_gone = state.calendar_gone,
+        version,
+        "google link state changed; user told"
+    );
+    Ok(Some(version))
 }

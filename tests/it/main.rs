@@ -3,6 +3,8 @@
 
 mod harness;
 
+mod catch_up;
+mod contract;
 mod deltas;
 mod fake_google;
 mod foundation;

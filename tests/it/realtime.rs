@@ -12,26 +12,30 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
-fn realtime_dir() -> PathBuf {
+pub fn realtime_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("realtime")
 }
 
 /// Installs the pinned npm packages once per test run (`npm ci` from the
 /// committed lockfile) when they are not there yet.
-fn ensure_node_modules() {
+pub fn ensure_node_modules() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         let dir = realtime_dir();
-        let installed = |package: &str| {
+        if [
+            "socket.io",
+            "socket.io-client",
+            "@socket.io/redis-streams-adapter",
+            "ajv",
+            "typescript",
+        ]
+        .iter()
+        .all(|m| {
             dir.join("node_modules")
-                .join(package)
+                .join(m)
                 .join("package.json")
                 .exists()
-        };
-        if installed("socket.io")
-            && installed("socket.io-client")
-            && installed("@socket.io/redis-streams-adapter")
-        {
+        }) {
             return;
         }
         let status = std::process::Command::new("npm")
@@ -87,6 +91,21 @@ impl NodeProcess {
             .await
             .ok()
             .and_then(|l| l.ok().flatten())
+    }
+
+    /// A client's next `plan:item-delta` payload, which client.js has checked
+    /// against the contract's schema with ajv (and this checks again with the
+    /// Rust validator): every payload a test receives is validated.
+    pub async fn next_payload(&mut self, within: Duration) -> Option<Value> {
+        let line = self.next_line(within).await?;
+        assert!(
+            !line.starts_with("INVALID"),
+            "ajv refused a payload: {line}"
+        );
+        let value: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("client printed a non-JSON line {line:?}: {e}"));
+        crate::contract::assert_valid(crate::contract::Shape::PlanItemDeltaPayload, &value);
+        Some(value)
     }
 }
 
@@ -215,11 +234,10 @@ async fn a_google_edit_reaches_its_users_socket_io_client_and_nobody_elses() {
         .unwrap();
     pull_socketio(&app, 1, &key).await;
 
-    let line = alice
-        .next_line(Duration::from_secs(30))
+    let received = alice
+        .next_payload(Duration::from_secs(30))
         .await
         .expect("alice receives plan:item-delta");
-    let received: Value = serde_json::from_str(&line).unwrap();
     let (id, created_at, updated_at, version): (i64, DateTime<Utc>, DateTime<Utc>, i64) =
         sqlx::query_as(
             "SELECT a.id, a.created_at, a.updated_at, u.plan_version \
@@ -267,11 +285,10 @@ async fn a_google_edit_reaches_its_users_socket_io_client_and_nobody_elses() {
         .delete_event("bob@example.com", &bob_event)
         .unwrap();
     pull_socketio(&app, 2, &key).await;
-    let line = bob
-        .next_line(Duration::from_secs(30))
+    let received = bob
+        .next_payload(Duration::from_secs(30))
         .await
         .expect("bob receives his own delta");
-    let received: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(received["deltas"].as_array().unwrap().len(), 1);
     assert_eq!(received["deltas"][0]["action"], "deleted");
     assert_eq!(received["deltas"][0]["version"], 2);
