@@ -451,7 +451,9 @@ impl Queue {
                 "lease of {} expired before the job finished",
                 holder.as_deref().unwrap_or("a worker")
             );
-            tracing::warn!(job = %id, %message, "rescuing job");
+            // `reason`, not `message`: a field named `message` would be a
+            // second `message` key beside the event's own in JSON logs.
+            tracing::warn!(job = %id, reason = %message, "rescuing job");
             if attempts + 1 < self.settings.max_attempts {
                 store::jobs::requeue(&mut tx, id, 0.0, attempts + 1, Some(&message)).await?;
                 rescued.requeued += 1;

@@ -482,7 +482,7 @@ async fn run_serves_health_and_metrics_and_exits_zero_on_sigterm() {
     // The connect's full sync is claimed and (Google being unreachable) dies.
     let mut metrics = String::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !metrics.contains("plansync_jobs_dead_total") {
+    while !metrics.contains("plansync_jobs_total{kind=\"full_resync\",outcome=\"dead\"} 1") {
         assert!(Instant::now() < deadline, "no job metrics: {metrics}");
         tokio::time::sleep(Duration::from_millis(50)).await;
         metrics = http_get(&addr, "/metrics").await.1;
