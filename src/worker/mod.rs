@@ -16,7 +16,9 @@
 //! - **Each job** runs in a `job` tracing span (id, kind, connection,
 //!   attempt) with a heartbeat extending its lease every third of it; when a
 //!   heartbeat finds the lease gone, the job's token is cancelled, the handler
-//!   dropped, and nothing more is written.
+//!   dropped, and nothing more is written — unless the handler had started
+//!   writing its completion, which clears the lease too (a job that just
+//!   succeeded is not reported as having lost its lease).
 //! - **Shutdown.** When the shutdown token is cancelled (SIGTERM/SIGINT), the
 //!   worker stops claiming, lets in-flight jobs finish within
 //!   `PLANSYNC_SHUTDOWN_GRACE_SECS`, then stops the rest and releases their
@@ -28,6 +30,7 @@ pub mod handler;
 pub mod http;
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -500,12 +503,13 @@ impl<H: JobHandler> Worker<H> {
     async fn run_job(&self, job: &Job, hard_stop: CancellationToken) -> RunOutcome {
         let inner = &self.inner;
         let cancel = hard_stop.child_token();
-        let lease_lost = CancellationToken::new();
+        let lease_lost = Arc::new(AtomicBool::new(false));
         let heartbeat_done = CancellationToken::new();
         let heartbeat = tokio::spawn(
             heartbeat(
                 inner.queue.clone(),
                 job.clone(),
+                cancel.clone(),
                 heartbeat_done.clone(),
                 lease_lost.clone(),
             )
@@ -518,46 +522,20 @@ impl<H: JobHandler> Worker<H> {
             pool: inner.queue.pool().clone(),
             cancel: cancel.clone(),
         };
-        let run = AssertUnwindSafe(inner.handler.run(&ctx, job)).catch_unwind();
-        tokio::pin!(run);
-        enum First<R> {
-            Finished(R),
-            Stopped,
-            LeaseLost,
-        }
-        // The handler comes first: a result that is ready wins over a stop
-        // signal that arrived in the same instant.
-        let first = tokio::select! {
+        let result = tokio::select! {
             biased;
-            result = &mut run => First::Finished(result),
-            _ = cancel.cancelled() => First::Stopped,
-            _ = lease_lost.cancelled() => First::LeaseLost,
-        };
-        let result = match first {
-            First::Finished(result) => Some(result),
-            First::Stopped => None,
-            // A heartbeat that runs while the handler commits its completion
-            // finds the lease gone because the job just *succeeded* (the
-            // completion clears the lease). So the handler is told to stop and
-            // gets a moment to report how it ended; whatever it still tries to
-            // write is fenced out, so waiting cannot do harm.
-            First::LeaseLost => {
-                cancel.cancel();
-                tokio::time::timeout(LEASE_LOST_SETTLE, &mut run).await.ok()
-            }
+            _ = cancel.cancelled() => None,
+            result = AssertUnwindSafe(inner.handler.run(&ctx, job)).catch_unwind() => Some(
+                // A panicking handler is a bug, not a reason to leave the job
+                // running until its lease expires.
+                result.unwrap_or_else(|panic| Err(JobError::Retry(format!(
+                    "the job handler panicked: {}",
+                    panic_message(&panic)
+                )))),
+            ),
         };
         heartbeat_done.cancel();
         let _ = heartbeat.await;
-        // A panicking handler is a bug, not a reason to leave the job running
-        // until its lease expires.
-        let result = result.map(|r| {
-            r.unwrap_or_else(|panic| {
-                Err(JobError::Retry(format!(
-                    "the job handler panicked: {}",
-                    panic_message(&panic)
-                )))
-            })
-        });
 
         let error = match result {
             Some(Ok(_done)) => {
@@ -568,7 +546,7 @@ impl<H: JobHandler> Worker<H> {
                 return RunOutcome::Succeeded;
             }
             Some(Err(error)) => error,
-            None if lease_lost.is_cancelled() => {
+            None if lease_lost.load(Ordering::SeqCst) => {
                 tracing::warn!("heartbeat found the lease gone; the job stopped and wrote nothing");
                 return RunOutcome::Abandoned;
             }
@@ -616,24 +594,30 @@ impl<H: JobHandler> Worker<H> {
     }
 }
 
-/// How long a job whose heartbeat found the lease gone may take to report
-/// that it finished anyway (see [`Worker::run_job`]).
-const LEASE_LOST_SETTLE: Duration = Duration::from_secs(2);
-
-/// Extends the lease every third of it until `done`; on a lost lease, cancels
-/// `lost` and stops. It logs nothing about it: only the job's runner knows
-/// whether the job had just succeeded (its completion clears the lease too).
-async fn heartbeat(queue: Queue, job: Job, done: CancellationToken, lost: CancellationToken) {
+/// Extends the lease every third of it until `done`. On a lost lease it
+/// marks `lost` and cancels the job, unless the handler has started writing
+/// its completion (which clears the lease too): then the handler is at its
+/// very end and reports how it went itself, so the heartbeat just stops.
+async fn heartbeat(
+    queue: Queue,
+    job: Job,
+    cancel: CancellationToken,
+    done: CancellationToken,
+    lost: Arc<AtomicBool>,
+) {
     let every = queue.settings().lease / 3;
     loop {
         tokio::select! {
             _ = done.cancelled() => return,
+            _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
         match queue.heartbeat(&job).await {
             Ok(()) => {}
+            Err(JobError::LeaseLost) if job.completion_started() => return,
             Err(JobError::LeaseLost) => {
-                lost.cancel();
+                lost.store(true, Ordering::SeqCst);
+                cancel.cancel();
                 return;
             }
             // The database is unreachable: keep trying; the lease holds until

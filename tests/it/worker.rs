@@ -719,3 +719,32 @@ async fn sigterm_during_a_long_google_call_exits_zero_within_the_grace_and_relea
     assert!(token.is_none(), "no lease left behind");
     assert_eq!(attempts, 0, "a release spends no attempt");
 }
+
+#[tokio::test]
+async fn a_heartbeat_after_the_job_completed_does_not_turn_its_success_into_a_lost_lease() {
+    let app = TestApp::spawn().await;
+    app.add_user(1).await;
+    let conn = add_connection(&app, 1, "primary", "default").await;
+    // A 1 s lease: a heartbeat every third of a second.
+    let settings = queue_settings(8, 60, 1);
+    let queue = Queue::new(app.pool.clone(), settings.clone());
+    let id = queue
+        .enqueue(JobKind::Pull, conn, None, false)
+        .await
+        .unwrap();
+    // The handler completes the job, then takes a while to return (closing
+    // what it used): a heartbeat runs in between and finds no lease, because
+    // the completion cleared it.
+    let worker = Worker::new(
+        app.pool.clone(),
+        worker_config("default", settings),
+        FnHandler(|ctx: JobContext, job: Job| async move {
+            let done = job.complete(&ctx.pool).await?;
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            Ok(done)
+        }),
+    );
+    let pass = worker.run_once().await.unwrap();
+    assert_eq!((pass.ran, pass.succeeded, pass.failed), (1, 1, 0));
+    assert_eq!(job_state(&app, id).await.state, "succeeded");
+}
