@@ -548,6 +548,18 @@ async fn four_replicas_one_killed_mid_work_import_every_calendar_once() {
         .await
         .unwrap();
     assert!(rescued >= 1, "no job of the killed replica was rescued");
+    // The rescue's JSON log line has one `message` (the reason is `reason`).
+    let rescue_line = replicas
+        .iter()
+        .flat_map(|r| r.log.lock().unwrap().clone())
+        .find(|l| l.contains("rescuing job"))
+        .expect("a surviving replica logged the rescue");
+    assert_eq!(
+        rescue_line.matches("\"message\"").count(),
+        1,
+        "{rescue_line}"
+    );
+    assert!(rescue_line.contains("\"reason\""), "{rescue_line}");
     sigterm_all_and_check_exit(&mut replicas).await;
 }
 
