@@ -95,6 +95,12 @@ pub enum Fault {
     /// The call takes effect, then the client gets a 500 `backendError`
     /// (`then: "error"`) or a dropped connection (`then: "drop"`).
     LoseResponse { then: Lost },
+    /// The call takes effect at once; its answer is held back this long (a
+    /// worker can die between Google accepting a write and hearing of it).
+    DelayResponse {
+        #[serde(with = "millis")]
+        millis: Duration,
+    },
 }
 
 /// How a response is lost after the call took effect.

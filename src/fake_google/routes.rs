@@ -300,6 +300,7 @@ async fn serve(
         inner.faults.take(op)
     };
     let mut mangle = Mangle::None;
+    let mut hold_answer = None;
     match fault {
         None => {}
         Some(Fault::RateLimit {
@@ -324,6 +325,7 @@ async fn serve(
         Some(Fault::TruncatedBody) => mangle = Mangle::Truncated,
         Some(Fault::LoseResponse { then: Lost::Error }) => mangle = Mangle::LoseAsError,
         Some(Fault::LoseResponse { then: Lost::Drop }) => mangle = Mangle::Drop,
+        Some(Fault::DelayResponse { millis }) => hold_answer = Some(millis),
         Some(Fault::Respond {
             status,
             headers,
@@ -339,7 +341,11 @@ async fn serve(
             )
         }
     }
-    let reply = match run(shared, route, headers, query, if_match, bytes) {
+    let reply = run(shared, route, headers, query, if_match, bytes);
+    if let Some(hold) = hold_answer {
+        tokio::time::sleep(hold).await;
+    }
+    let reply = match reply {
         Ok(reply) => reply,
         Err(err) => return (err.into(), Mangle::None),
     };

@@ -500,3 +500,12 @@ pub async fn cancel_queued_pushes(
     .await?;
     Ok(())
 }
+
+/// How many jobs are running in the whole fleet (the `plansync_jobs_running`
+/// gauge). A count over the partial index of running jobs: cheap.
+pub async fn running_count(pool: &PgPool) -> Result<i64, StoreError> {
+    let n = sqlx::query_scalar("SELECT count(*) FROM plansync.jobs WHERE state = 'running'")
+        .fetch_one(pool)
+        .await?;
+    Ok(n)
+}

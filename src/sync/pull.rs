@@ -255,7 +255,7 @@ async fn record_skipped(
             "event set aside"
         );
     }
-    metrics::counter!("plansync_skipped_events_total").increment(page.skipped.len() as u64);
+    metrics::counter!(crate::worker::metric::SKIPPED_EVENTS).increment(page.skipped.len() as u64);
     let skips: Vec<Skip> = page
         .skipped
         .iter()
