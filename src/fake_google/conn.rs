@@ -43,7 +43,11 @@ pub struct Server {
 
 impl Server {
     /// Binds `addr` and serves every connection with `handler`.
-    pub async fn start<S, H, F>(addr: SocketAddr, state: Arc<S>, handler: H) -> std::io::Result<Server>
+    pub async fn start<S, H, F>(
+        addr: SocketAddr,
+        state: Arc<S>,
+        handler: H,
+    ) -> std::io::Result<Server>
     where
         S: Send + Sync + 'static,
         H: Fn(Arc<S>, Request<Incoming>) -> F + Clone + Send + Sync + 'static,

@@ -23,23 +23,27 @@ pub const REQUEST_HEADERS: [&str; 2] = ["if-match", "content-type"];
 pub const RESPONSE_HEADERS: [&str; 3] = ["etag", "retry-after", "content-type"];
 
 /// Form or JSON fields whose values are secrets, wherever they appear.
-const SECRET_FIELDS: [&str; 8] = [
+const SECRET_FIELDS: [&str; 7] = [
     "access_token",
     "refresh_token",
     "id_token",
     "client_secret",
     "assertion",
     "client_assertion",
-    "code",
     "password",
 ];
+
+/// Form fields that are secrets only in a token request's form (an
+/// authorization code); in JSON, `code` is an error body's status.
+const FORM_SECRET_FIELDS: [&str; 1] = ["code"];
 
 /// Query parameters whose values are secrets (API keys, tokens in URLs).
 const SECRET_PARAMS: [&str; 3] = ["key", "access_token", "oauth_token"];
 
-/// The placeholder a secret field's value becomes: `[REDACTED access_token]`.
+/// The placeholder a secret field's value becomes: `REDACTED-access_token`
+/// (header-safe, so a replayed access token can be sent back as one).
 pub fn placeholder(field: &str) -> String {
-    format!("[REDACTED {field}]")
+    format!("REDACTED-{field}")
 }
 
 /// One recorded exchange.
@@ -100,8 +104,8 @@ impl Payload {
         if bytes.is_empty() {
             return Payload::default();
         }
-        let is_form = content_type
-            .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
+        let is_form =
+            content_type.is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
         if is_form {
             return Payload {
                 form: Some(url::form_urlencoded::parse(bytes).into_owned().collect()),
@@ -163,7 +167,10 @@ pub fn redact_request(message: &mut RecordedMessage) {
         let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
             .into_owned()
             .collect();
-        if pairs.iter().any(|(k, _)| SECRET_PARAMS.contains(&k.as_str())) {
+        if pairs
+            .iter()
+            .any(|(k, _)| SECRET_PARAMS.contains(&k.as_str()))
+        {
             let redacted = pairs.into_iter().map(|(k, v)| {
                 if SECRET_PARAMS.contains(&k.as_str()) {
                     let p = placeholder(&k);
@@ -189,7 +196,7 @@ pub fn redact_response(answer: &mut RecordedAnswer) {
 fn redact_payload(payload: &mut Payload) {
     if let Some(form) = &mut payload.form {
         for (k, v) in form.iter_mut() {
-            if SECRET_FIELDS.contains(&k.as_str()) {
+            if SECRET_FIELDS.contains(&k.as_str()) || FORM_SECRET_FIELDS.contains(&k.as_str()) {
                 *v = placeholder(k);
             }
         }
@@ -242,12 +249,11 @@ pub fn file_name(seq: usize) -> String {
 /// Writes one exchange as `dir/NNNN.json`.
 pub fn write(dir: &Path, seq: usize, exchange: &Exchange) -> Result<(), RecordingError> {
     let path = dir.join(file_name(seq));
-    let mut text = serde_json::to_string_pretty(exchange).map_err(|source| {
-        RecordingError::Format {
+    let mut text =
+        serde_json::to_string_pretty(exchange).map_err(|source| RecordingError::Format {
             path: path.clone(),
             source,
-        }
-    })?;
+        })?;
     text.push('\n');
     std::fs::write(&path, text).map_err(|source| RecordingError::Io { path, source })
 }
@@ -317,21 +323,24 @@ mod tests {
         assert!(form.contains(&("client_id".into(), "abc".into())));
         assert!(form.contains(&("refresh_token".into(), placeholder("refresh_token"))));
         assert!(form.contains(&("client_secret".into(), placeholder("client_secret"))));
-        assert_eq!(request.query.as_deref(), Some("key=%5BREDACTED+key%5D&alt=json"));
+        assert_eq!(request.query.as_deref(), Some("key=REDACTED-key&alt=json"));
 
         let mut answer = RecordedAnswer {
             status: 200,
             headers: BTreeMap::new(),
             body: Payload {
                 body: Some(json!({"access_token": "ya29.secret", "expires_in": 3599,
-                                  "nested": [{"refresh_token": "r"}]})),
+                                  "nested": [{"refresh_token": "r"}], "code": 409})),
                 ..Payload::default()
             },
         };
         redact_response(&mut answer);
         let text = serde_json::to_string(&answer).unwrap();
-        assert!(!text.contains("ya29.secret") && !text.contains("\"r\""), "{text}");
-        assert!(text.contains("3599"));
+        assert!(
+            !text.contains("ya29.secret") && !text.contains("\"r\""),
+            "{text}"
+        );
+        assert!(text.contains("3599") && text.contains("409"), "{text}");
     }
 
     #[test]

@@ -199,7 +199,9 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Reply {
         return Ok(conn::response(
             404,
             &[],
-            Bytes::from(format!("the recorder forwards /calendar/v3/... and /token, not {path}")),
+            Bytes::from(format!(
+                "the recorder forwards /calendar/v3/... and /token, not {path}"
+            )),
         ));
     };
     let target = match &query {
@@ -228,7 +230,6 @@ async fn record(
     bytes: Bytes,
     seq: usize,
 ) -> Reply {
-
     let mut upstream = Request::builder().method(parts.method.clone()).uri(&target);
     for (name, value) in &parts.headers {
         if !HOP_HEADERS.contains(name) {

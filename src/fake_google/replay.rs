@@ -96,7 +96,9 @@ impl std::fmt::Display for ReplayStatus {
                 f,
                 "\n  unexpected request {} (next unused exchange: {})",
                 u.request,
-                u.next_unused.as_deref().unwrap_or("none, the recording is used up")
+                u.next_unused
+                    .as_deref()
+                    .unwrap_or("none, the recording is used up")
             )?;
         }
         for u in &self.unused {
@@ -133,11 +135,12 @@ impl Renaming {
     /// Whether recorded `x` may stand for replayed `y`, given the bindings
     /// already made and those `pending` in this match.
     fn admits(&self, pending: &[(String, String)], x: &str, y: &str) -> bool {
-        let bound = self
-            .to_replayed
-            .get(x)
-            .map(String::as_str)
-            .or_else(|| pending.iter().find(|(a, _)| a == x).map(|(_, b)| b.as_str()));
+        let bound = self.to_replayed.get(x).map(String::as_str).or_else(|| {
+            pending
+                .iter()
+                .find(|(a, _)| a == x)
+                .map(|(_, b)| b.as_str())
+        });
         if let Some(bound) = bound {
             return bound == y;
         }
@@ -183,7 +186,11 @@ impl Book {
         let (seq, e) = &self.exchanges[index];
         format!(
             "#{seq:04} {}",
-            describe(&e.request.method, &e.request.path, e.request.query.as_deref())
+            describe(
+                &e.request.method,
+                &e.request.path,
+                e.request.query.as_deref()
+            )
         )
     }
 
@@ -279,7 +286,11 @@ struct Asked<'a> {
 
 /// `(recorded, replayed)` id pairs the match needs, or `None` if the
 /// exchange does not match.
-fn matches(recorded: &Exchange, asked: &Asked, renaming: &Renaming) -> Option<Vec<(String, String)>> {
+fn matches(
+    recorded: &Exchange,
+    asked: &Asked,
+    renaming: &Renaming,
+) -> Option<Vec<(String, String)>> {
     let rec = &recorded.request;
     if rec.method != asked.method {
         return None;
@@ -290,8 +301,7 @@ fn matches(recorded: &Exchange, asked: &Asked, renaming: &Renaming) -> Option<Ve
                 .map(str::to_owned)
                 .or_else(|| p.body.as_ref()?["grant_type"].as_str().map(str::to_owned))
         };
-        return (rec.path == asked.path && grant(&rec.body) == grant(asked.body))
-            .then(Vec::new);
+        return (rec.path == asked.path && grant(&rec.body) == grant(asked.body)).then(Vec::new);
     }
     if normalized_query(rec.query.as_deref()) != normalized_query(asked.query) {
         return None;
@@ -335,16 +345,17 @@ fn event_id_index(segments: &[&str]) -> Option<usize> {
 
 /// The query's parameters, sorted, with clock-derived values blanked.
 fn normalized_query(query: Option<&str>) -> Vec<(String, String)> {
-    let mut pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
-        .map(|(k, v)| {
-            let v = if ANY_VALUE_PARAMS.contains(&k.as_ref()) {
-                String::from("*")
-            } else {
-                v.into_owned()
-            };
-            (k.into_owned(), v)
-        })
-        .collect();
+    let mut pairs: Vec<(String, String)> =
+        url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+            .map(|(k, v)| {
+                let v = if ANY_VALUE_PARAMS.contains(&k.as_ref()) {
+                    String::from("*")
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
     pairs.sort();
     pairs
 }
@@ -388,7 +399,9 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Reply {
         tracing::warn!(%request, next_unused = ?next_unused, "replay: no recorded exchange matches");
         let message = format!(
             "plansync replay: no recorded exchange matches {request}; next unused exchange: {}",
-            next_unused.as_deref().unwrap_or("none, the recording is used up")
+            next_unused
+                .as_deref()
+                .unwrap_or("none, the recording is used up")
         );
         book.unmatched.push(Unmatched {
             request,
@@ -398,7 +411,10 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Reply {
             "errors": [{"domain": "plansync.replay", "reason": "noRecordedExchange", "message": message}]}});
         return Ok(conn::response(
             500,
-            &[("content-type".into(), "application/json; charset=UTF-8".into())],
+            &[(
+                "content-type".into(),
+                "application/json; charset=UTF-8".into(),
+            )],
             Bytes::from(serde_json::to_vec_pretty(&body).unwrap_or_default()),
         ));
     };
@@ -428,7 +444,10 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Reply {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     if payload.body.is_some() && !answer.headers.contains_key("content-type") {
-        headers.push(("content-type".into(), "application/json; charset=UTF-8".into()));
+        headers.push((
+            "content-type".into(),
+            "application/json; charset=UTF-8".into(),
+        ));
     }
     Ok(conn::response(answer.status, &headers, payload.to_bytes()))
 }
@@ -471,7 +490,12 @@ mod tests {
             body: &empty,
         };
         let none = Renaming::default();
-        assert!(matches(&e, &ask("pageToken=p2&singleEvents=true&timeMin=2030-05-05T00%3A00%3A00Z"), &none).is_some());
+        assert!(matches(
+            &e,
+            &ask("pageToken=p2&singleEvents=true&timeMin=2030-05-05T00%3A00%3A00Z"),
+            &none
+        )
+        .is_some());
         assert!(matches(&e, &ask("pageToken=p3&singleEvents=true&timeMin=x"), &none).is_none());
         assert!(matches(&e, &ask("pageToken=p2&singleEvents=true"), &none).is_none());
     }
@@ -484,8 +508,18 @@ mod tests {
             None,
             Some(json!({"id": "rec1", "summary": "x"})),
         );
-        let get = recorded("GET", "/calendar/v3/calendars/primary/events/rec1", None, None);
-        let other = recorded("GET", "/calendar/v3/calendars/primary/events/rec2", None, None);
+        let get = recorded(
+            "GET",
+            "/calendar/v3/calendars/primary/events/rec1",
+            None,
+            None,
+        );
+        let other = recorded(
+            "GET",
+            "/calendar/v3/calendars/primary/events/rec2",
+            None,
+            None,
+        );
         let body = Payload {
             body: Some(json!({"id": "new1"})),
             ..Payload::default()
@@ -499,24 +533,54 @@ mod tests {
         let body: &'static Payload = Box::leak(Box::new(body));
         let empty: &'static Payload = Box::leak(Box::new(Payload::default()));
         let mut renaming = Renaming::default();
-        let pending = matches(&insert, &ask("/calendar/v3/calendars/primary/events", body), &renaming).unwrap();
+        let pending = matches(
+            &insert,
+            &ask("/calendar/v3/calendars/primary/events", body),
+            &renaming,
+        )
+        .unwrap();
         assert_eq!(pending, vec![("rec1".to_owned(), "new1".to_owned())]);
         for (x, y) in pending {
             renaming.bind(x, y);
         }
         // rec1 now stands for new1 only, and new1 for rec1 only.
-        assert!(matches(&get, &ask("/calendar/v3/calendars/primary/events/new1", empty), &renaming).is_some());
-        assert!(matches(&get, &ask("/calendar/v3/calendars/primary/events/new2", empty), &renaming).is_none());
-        assert!(matches(&other, &ask("/calendar/v3/calendars/primary/events/new1", empty), &renaming).is_none());
-        assert!(matches(&other, &ask("/calendar/v3/calendars/primary/events/new2", empty), &renaming).is_some());
+        assert!(matches(
+            &get,
+            &ask("/calendar/v3/calendars/primary/events/new1", empty),
+            &renaming
+        )
+        .is_some());
+        assert!(matches(
+            &get,
+            &ask("/calendar/v3/calendars/primary/events/new2", empty),
+            &renaming
+        )
+        .is_none());
+        assert!(matches(
+            &other,
+            &ask("/calendar/v3/calendars/primary/events/new1", empty),
+            &renaming
+        )
+        .is_none());
+        assert!(matches(
+            &other,
+            &ask("/calendar/v3/calendars/primary/events/new2", empty),
+            &renaming
+        )
+        .is_some());
         let mut answer = json!({"id": "rec1", "iCalUID": "rec1@google.com", "n": 1});
         renaming.apply_json(&mut answer);
-        assert_eq!(answer, json!({"id": "new1", "iCalUID": "new1@google.com", "n": 1}));
+        assert_eq!(
+            answer,
+            json!({"id": "new1", "iCalUID": "new1@google.com", "n": 1})
+        );
     }
 
     #[test]
     fn token_requests_match_by_grant_type() {
-        let form = |text: &str| Payload::from_bytes(Some("application/x-www-form-urlencoded"), text.as_bytes());
+        let form = |text: &str| {
+            Payload::from_bytes(Some("application/x-www-form-urlencoded"), text.as_bytes())
+        };
         let mut e = recorded("POST", "/token", None, None);
         e.request.body = form("grant_type=refresh_token&refresh_token=%5BREDACTED%5D");
         let asked_body = form("grant_type=refresh_token&refresh_token=real&client_id=z");
@@ -527,7 +591,8 @@ mod tests {
             body: &asked_body,
         };
         assert!(matches(&e, &ask, &Renaming::default()).is_some());
-        let jwt = form("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=x");
+        let jwt =
+            form("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=x");
         let ask = Asked { body: &jwt, ..ask };
         assert!(matches(&e, &ask, &Renaming::default()).is_none());
     }

@@ -94,7 +94,9 @@ impl Scrubber {
             Value::String(text) => {
                 let kind: Option<&'static str> = match key {
                     Some("iCalUID") => None,
-                    Some(k) if TEXT_KEYS.contains(&k) => TEXT_KEYS.iter().copied().find(|t| *t == k),
+                    Some(k) if TEXT_KEYS.contains(&k) => {
+                        TEXT_KEYS.iter().copied().find(|t| *t == k)
+                    }
                     Some("displayName") => Some("displayName"),
                     Some("htmlLink") => Some("htmlLink"),
                     Some("email") => Some("email"),
@@ -124,7 +126,9 @@ fn looks_like_email(text: &str) -> bool {
     !local.is_empty()
         && domain.contains('.')
         && !domain.contains('@')
-        && !text.chars().any(|c| c.is_whitespace() || c == '/' || c == '<')
+        && !text
+            .chars()
+            .any(|c| c.is_whitespace() || c == '/' || c == '<')
 }
 
 fn percent_decode(text: &str) -> String {
@@ -176,14 +180,22 @@ mod tests {
             json!({"summary": "alice@gmail.com", "items": [event.clone()]}),
         );
         scrubber.scrub(&mut first);
-        let mut second = exchange("/calendar/v3/calendars/alice@gmail.com/events/abc123", event);
+        let mut second = exchange(
+            "/calendar/v3/calendars/alice@gmail.com/events/abc123",
+            event,
+        );
         scrubber.scrub(&mut second);
 
         let text = serde_json::to_string(&(&first, &second)).unwrap();
-        for secret in ["Therapy", "Baker", "private", "alice", "Alice", "bob", "Bob", "YWJj"] {
+        for secret in [
+            "Therapy", "Baker", "private", "alice", "Alice", "bob", "Bob", "YWJj",
+        ] {
             assert!(!text.contains(secret), "{secret} left in {text}");
         }
-        assert_eq!(first.request.path, "/calendar/v3/calendars/person-1%40example.invalid/events");
+        assert_eq!(
+            first.request.path,
+            "/calendar/v3/calendars/person-1%40example.invalid/events"
+        );
         assert_eq!(
             second.request.path,
             "/calendar/v3/calendars/person-1@example.invalid/events/abc123"
