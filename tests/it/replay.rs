@@ -719,9 +719,12 @@ async fn the_cli_records_a_scrubbed_session_and_replays_it() {
     .await;
     sync.connect(USER, "primary", &[]).await;
     let mut cmd = sync.command();
-    cmd.env("GOOGLE_CALENDAR_BASE_URL", format!("http://{addr}/calendar/v3/"))
-        .env("GOOGLE_TOKEN_URL", format!("http://{addr}/token"))
-        .envs(REPLAYABLE_ENV);
+    cmd.env(
+        "GOOGLE_CALENDAR_BASE_URL",
+        format!("http://{addr}/calendar/v3/"),
+    )
+    .env("GOOGLE_TOKEN_URL", format!("http://{addr}/token"))
+    .envs(REPLAYABLE_ENV);
     let out = run_command(cmd, &["run", "--once"], "").await;
     assert!(out.status.success(), "{}", stderr(&out));
     let (ok, _) = stop_cli(child, rest).await;
@@ -737,11 +740,14 @@ async fn the_cli_records_a_scrubbed_session_and_replays_it() {
     let (child, addr, rest) =
         start_cli(&["--addr", "127.0.0.1:0", "--replay", recording_arg]).await;
     let mut cmd = app.command();
-    cmd.env("GOOGLE_CALENDAR_BASE_URL", format!("http://{addr}/calendar/v3/"))
-        .env("GOOGLE_TOKEN_URL", format!("http://{addr}/token"))
-        .env("GOOGLE_CLIENT_ID", "replay-client")
-        .env("GOOGLE_CLIENT_SECRET", "replay-secret")
-        .envs(REPLAYABLE_ENV);
+    cmd.env(
+        "GOOGLE_CALENDAR_BASE_URL",
+        format!("http://{addr}/calendar/v3/"),
+    )
+    .env("GOOGLE_TOKEN_URL", format!("http://{addr}/token"))
+    .env("GOOGLE_CLIENT_ID", "replay-client")
+    .env("GOOGLE_CLIENT_SECRET", "replay-secret")
+    .envs(REPLAYABLE_ENV);
     app.add_user(USER).await;
     let out = run_command(
         app.command(),
