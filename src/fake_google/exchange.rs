@@ -225,13 +225,13 @@ fn redact_json(value: &mut Value) {
 /// Why a recording could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordingError {
-    #[error("{path}: {source}")]
+    #[error("cannot access {path}")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: not a recorded exchange: {source}")]
+    #[error("{path} is not a recorded exchange")]
     Format {
         path: PathBuf,
         #[source]

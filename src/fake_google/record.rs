@@ -92,7 +92,7 @@ pub enum RecordError {
     NotEmpty(PathBuf),
     #[error(transparent)]
     Recording(#[from] RecordingError),
-    #[error("binding {addr}: {source}")]
+    #[error("binding {addr}")]
     Bind {
         addr: SocketAddr,
         #[source]

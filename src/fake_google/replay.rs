@@ -41,7 +41,7 @@ pub const ANY_VALUE_PARAMS: [&str; 3] = ["timeMin", "timeMax", "updatedMin"];
 pub enum ReplayError {
     #[error(transparent)]
     Recording(#[from] RecordingError),
-    #[error("binding {addr}: {source}")]
+    #[error("binding {addr}")]
     Bind {
         addr: SocketAddr,
         #[source]

@@ -81,6 +81,9 @@ impl Scrubber {
 
     fn scrub_json(&mut self, key: Option<&str>, value: &mut Value) {
         match value {
+            // Google's error bodies hold no personal data, and their
+            // `location` names a parameter or header (`If-Match`): kept.
+            Value::Object(_) if key == Some("error") => {}
             Value::Object(map) => {
                 for (k, v) in map.iter_mut() {
                     self.scrub_json(Some(k.as_str()), v);
@@ -214,5 +217,14 @@ mod tests {
         assert_eq!(b["id"], "abc123");
         assert_eq!(b["iCalUID"], "abc123@google.com");
         assert_eq!(b["etag"], "\"1\"");
+
+        let error = json!({"error": {"code": 412, "errors": [{"location": "If-Match",
+            "reason": "conditionNotMet"}], "message": "Precondition Failed"}});
+        let mut third = exchange(
+            "/calendar/v3/calendars/primary/events/abc123",
+            error.clone(),
+        );
+        scrubber.scrub(&mut third);
+        assert_eq!(body(&third), error);
     }
 }
