@@ -22,6 +22,9 @@ pub struct FakeGoogleArgs {
     /// Cap every events.list page at this many items.
     #[arg(long, conflicts_with_all = ["record", "replay"])]
     page_cap: Option<usize>,
+    /// Milliseconds added to every API and token call (Google-like latency).
+    #[arg(long, default_value_t = 0, conflicts_with_all = ["record", "replay"], value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    latency_ms: u64,
     /// Record a session into this (empty) folder, proxying to the upstream.
     #[arg(long, requires_all = ["upstream_api", "upstream_token"], conflicts_with = "replay")]
     record: Option<PathBuf>,
@@ -105,6 +108,7 @@ pub async fn run(args: FakeGoogleArgs) -> anyhow::Result<ExitCode> {
         addr: args.addr,
         fixtures: Some(fixtures.clone()),
         page_cap: args.page_cap,
+        latency: std::time::Duration::from_millis(args.latency_ms),
         ..FakeGoogleOptions::default()
     })
     .await
