@@ -584,6 +584,20 @@ async fn an_unexpected_request_fails_naming_it_and_the_next_unused_exchange() {
     assert_eq!(served.unmatched, status.unmatched);
     assert!(served.unused.len() > 10);
 
+    // The answer to an unexpected request names it and the next unused
+    // exchange.
+    let (head, body) =
+        raw_request(app.replay.addr(), "/calendar/v3/calendars/nope/events?x=1").await;
+    assert!(head.starts_with("HTTP/1.1 500"), "{head}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("no recorded exchange matches GET /calendar/v3/calendars/nope/events?x=1")
+            && message
+                .contains("next unused exchange: #0002 GET /calendar/v3/calendars/primary/events?"),
+        "{message}"
+    );
+
     // What the test would have said.
     let failure = std::panic::catch_unwind(|| status.assert_consumed())
         .expect_err("an unexpected request fails the test");
@@ -601,6 +615,13 @@ async fn an_unexpected_request_fails_naming_it_and_the_next_unused_exchange() {
 }
 
 async fn raw_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let (head, body) = raw_request(addr, path).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body
+}
+
+/// (status line and headers, body) of a `GET path`.
+async fn raw_request(addr: std::net::SocketAddr, path: &str) -> (String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream
@@ -612,8 +633,7 @@ async fn raw_get(addr: std::net::SocketAddr, path: &str) -> String {
     let mut text = String::new();
     stream.read_to_string(&mut text).await.unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_owned()
+    (head.to_owned(), body.to_owned())
 }
 
 /// Rewrites fixtures/recordings/ (run once after a change of the worker's
