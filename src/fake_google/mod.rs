@@ -26,15 +26,27 @@
 //! The same controls are served over HTTP under `/_admin/` for the CLI server.
 //!
 //! Dropping the handle stops the server.
+//!
+//! It also records and replays real sessions: [`Recorder`] is a proxy that
+//! writes every exchange with an upstream (Google) to a folder, secrets
+//! removed ([`exchange`]), personal data optionally pseudonymised;
+//! [`Replayer`] answers from such a folder ([`replay`] has the matching
+//! rules). Both live in their own modules and share nothing with the
+//! emulator's state.
 
 mod admin;
+mod conn;
 mod errors;
+pub mod exchange;
 mod faults;
 mod fixtures;
 mod log;
 mod oauth;
+pub mod record;
 mod recurrence;
+pub mod replay;
 mod routes;
+mod scrub;
 mod state;
 mod times;
 mod watch;
@@ -51,6 +63,8 @@ use tokio::task::JoinHandle;
 
 pub use faults::{Fault, Lost, Operation};
 pub use log::RecordedRequest;
+pub use record::{RecordError, Recorder, RecorderOptions};
+pub use replay::{ReplayError, ReplayOptions, ReplayStatus, Replayer, Unmatched};
 pub use watch::{Channel, NotifyError, ResourceState};
 
 use errors::ApiError;

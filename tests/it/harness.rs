@@ -366,3 +366,87 @@ impl SyncApp {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 }
+
+/// Settings that make a worker's calls to Google depend only on what the test
+/// does: retries at once, and no scheduled pull (slots a week long) beyond
+/// the first one, so a recorded session replays call for call.
+pub const REPLAYABLE_ENV: [(&str, &str); 2] = [
+    ("PLANSYNC_RETRY_BASE_SECS", "0"),
+    ("PLANSYNC_POLL_INTERVAL_SECS", "604800"),
+];
+
+/// A test app whose worker talks to a replay of a recorded session
+/// (fixtures/README.md, "Recordings") instead of the emulator. End the test
+/// with [`ReplayApp::assert_consumed`]: every exchange used, nothing
+/// unexpected asked.
+pub struct ReplayApp {
+    pub app: TestApp,
+    pub replay: plansync::fake_google::Replayer,
+}
+
+impl ReplayApp {
+    /// The refresh token connections are made with: the recording's own were
+    /// replaced by placeholders, and token requests match by grant type.
+    pub const REFRESH_TOKEN: &'static str = "replay-refresh-token";
+
+    pub async fn start(recording: &std::path::Path) -> ReplayApp {
+        let app = TestApp::spawn().await;
+        let replay = plansync::fake_google::Replayer::start(
+            plansync::fake_google::ReplayOptions::new(recording),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("replaying {}: {e}", recording.display()));
+        ReplayApp { app, replay }
+    }
+
+    /// The binary with the app's environment, pointed at the replay.
+    pub fn command(&self) -> tokio::process::Command {
+        let mut cmd = self.app.command();
+        cmd.env("GOOGLE_CALENDAR_BASE_URL", self.replay.base_url())
+            .env("GOOGLE_TOKEN_URL", self.replay.token_url())
+            .env(
+                "GOOGLE_CLIENT_ID",
+                "replay-client.apps.googleusercontent.com",
+            )
+            .env("GOOGLE_CLIENT_SECRET", "replay-client-secret")
+            .envs(REPLAYABLE_ENV);
+        cmd
+    }
+
+    pub async fn run(&self, args: &[&str]) -> Output {
+        let out = run_command(self.command(), args, "").await;
+        assert!(
+            out.status.success(),
+            "plansync {args:?} failed: {}\n{}",
+            stderr(&out),
+            self.replay.status()
+        );
+        out
+    }
+
+    /// Creates the user (if needed) and connects `calendar`.
+    pub async fn connect(&self, user: i64, calendar: &str) -> i64 {
+        sqlx::query("INSERT INTO users (id) VALUES ($1) ON CONFLICT (id) DO NOTHING")
+            .bind(user)
+            .execute(&self.app.pool)
+            .await
+            .unwrap();
+        let user = user.to_string();
+        let out = run_command(
+            self.command(),
+            &["connect", "--user", &user, "--calendar", calendar],
+            &format!("{}\n", Self::REFRESH_TOKEN),
+        )
+        .await;
+        assert!(out.status.success(), "connect failed: {}", stderr(&out));
+        stdout(&out).trim().parse().expect("connect prints the id")
+    }
+
+    /// Fails the test unless the recording was consumed exactly, naming every
+    /// unexpected request (with the exchange that was next) and every unused
+    /// exchange.
+    #[track_caller]
+    pub fn assert_consumed(&self) {
+        self.replay.status().assert_consumed();
+    }
+}

@@ -19,4 +19,5 @@ mod queue;
 mod realtime;
 mod realtime_streams;
 mod redis_tls;
+mod replay;
 mod worker;
