@@ -11,4 +11,5 @@ mod pull;
 mod push;
 mod queue;
 mod realtime;
+mod sim;
 mod worker;
