@@ -401,11 +401,19 @@ impl FakeGoogle {
     /// What `events.list` with `query` (e.g. `singleEvents=true`) would
     /// answer, every page joined, without a request being logged or a fault
     /// consumed: the observer's view for checkers.
-    pub fn list_events(&self, calendar_id: &str, query: &str) -> Result<Vec<Value>, FakeGoogleError> {
+    pub fn list_events(
+        &self,
+        calendar_id: &str,
+        query: &str,
+    ) -> Result<Vec<Value>, FakeGoogleError> {
         let mut params = state::ListParams::from_query(Some(query))?;
         let mut events = Vec::new();
         loop {
-            let page = self.shared.lock().calendars.list(calendar_id, &params, None)?;
+            let page = self
+                .shared
+                .lock()
+                .calendars
+                .list(calendar_id, &params, None)?;
             if let Some(items) = page["items"].as_array() {
                 events.extend(items.iter().cloned());
             }

@@ -358,7 +358,10 @@ impl SyncApp {
         let mut pairs: Vec<(String, String)> = vec![
             ("DATABASE_URL".into(), self.app.database_url.clone()),
             ("REDIS_URL".into(), redis_url()),
-            ("PLANSYNC_REDIS_PREFIX".into(), self.app.redis_prefix.clone()),
+            (
+                "PLANSYNC_REDIS_PREFIX".into(),
+                self.app.redis_prefix.clone(),
+            ),
             ("PLANSYNC_TOKEN_KEY".into(), self.app.token_key.clone()),
         ];
         pairs.extend(
@@ -366,7 +369,11 @@ impl SyncApp {
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v)),
         );
-        pairs.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        pairs.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         Env::from_pairs(pairs)
     }
 

@@ -86,7 +86,12 @@ pub async fn check(sim: &mut Sim) -> Vec<String> {
     let events = sim.live_events();
     let event_rows: BTreeMap<String, Row> = events
         .iter()
-        .map(|e| (e["id"].as_str().unwrap().to_owned(), Row::from_event(e, &zone)))
+        .map(|e| {
+            (
+                e["id"].as_str().unwrap().to_owned(),
+                Row::from_event(e, &zone),
+            )
+        })
         .collect();
 
     // The multiset.
@@ -109,8 +114,7 @@ pub async fn check(sim: &mut Sim) -> Vec<String> {
             .await
             .unwrap();
     let link_of: HashMap<i64, String> = links.iter().cloned().collect();
-    let linked_events: HashMap<String, i64> =
-        links.iter().map(|(a, e)| (e.clone(), *a)).collect();
+    let linked_events: HashMap<String, i64> = links.iter().map(|(a, e)| (e.clone(), *a)).collect();
     for (id, row) in &rows {
         match link_of.get(id) {
             None => out.push(format!("appointment #{id} has no link (push target)")),
@@ -185,7 +189,11 @@ pub async fn check(sim: &mut Sim) -> Vec<String> {
             p.keys,
             p.op,
             p.side,
-            if p.disconnected { ", while disconnected" } else { "" }
+            if p.disconnected {
+                ", while disconnected"
+            } else {
+                ""
+            }
         );
         match &p.row {
             None => {
@@ -326,12 +334,16 @@ async fn check_deltas(sim: &Sim, raw: &[RawRow]) -> Vec<String> {
         if origin.as_deref() != Some("google") {
             continue;
         }
-        if plans.iter().any(|(p_seq, p_tx)| *p_seq > seq || *p_tx == tx) {
+        if plans
+            .iter()
+            .any(|(p_seq, p_tx)| *p_seq > seq || *p_tx == tx)
+        {
             continue; // a `plan` delta after it resets what clients know
         }
-        let delta = outbox.iter().rev().find(|o| {
-            o.2["itemType"] == "appointment" && o.2["entityId"].as_i64() == Some(id)
-        });
+        let delta = outbox
+            .iter()
+            .rev()
+            .find(|o| o.2["itemType"] == "appointment" && o.2["entityId"].as_i64() == Some(id));
         let Some((_, version, delta, d_seq, d_tx)) = delta else {
             if op == "DELETE" && inserted_in.get(&id) == Some(&tx) {
                 continue; // created and deleted in one transaction: coalesced away

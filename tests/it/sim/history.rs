@@ -96,7 +96,11 @@ pub struct Sim {
     pub connection: i64,
     connected: bool,
     main: Option<WorkerProcess>,
-    replica: Option<(WorkerProcess, CancellationToken, tokio::task::JoinHandle<()>)>,
+    replica: Option<(
+        WorkerProcess,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    )>,
     processes: usize,
     pub log: Arc<Mutex<Vec<String>>>,
     pub stats: Stats,
@@ -132,10 +136,7 @@ impl Sim {
         let client = redis::Client::open(redis_url()).unwrap();
         let mut pubsub = client.get_async_pubsub().await.unwrap();
         pubsub
-            .subscribe(format!(
-                "{}plan-deltas:user:{USER}",
-                sync.app.redis_prefix
-            ))
+            .subscribe(format!("{}plan-deltas:user:{USER}", sync.app.redis_prefix))
             .await
             .unwrap();
         let sink = published.clone();
@@ -222,11 +223,11 @@ impl Sim {
                 region: None,
                 default_region: "default",
                 push_target: false,
-                refresh_token_enc: self.sync.app.cipher().encrypt(
-                    UserId(USER),
-                    &calendar,
-                    &token,
-                ),
+                refresh_token_enc: self
+                    .sync
+                    .app
+                    .cipher()
+                    .encrypt(UserId(USER), &calendar, &token),
             },
         )
         .await
@@ -381,24 +382,26 @@ impl Sim {
         .fetch_optional(self.pool())
         .await
         .unwrap();
-        row.map(|(summary, description, location, start, end, sz, ez, all_day)| Fields {
-            summary,
-            description,
-            location,
-            when: if all_day {
-                When::AllDay {
-                    date: start.date_naive(),
-                    days: (end - start).num_days().max(1) as u32,
-                }
-            } else {
-                When::Timed {
-                    start,
-                    end,
-                    start_zone: sz,
-                    end_zone: ez,
-                }
+        row.map(
+            |(summary, description, location, start, end, sz, ez, all_day)| Fields {
+                summary,
+                description,
+                location,
+                when: if all_day {
+                    When::AllDay {
+                        date: start.date_naive(),
+                        days: (end - start).num_days().max(1) as u32,
+                    }
+                } else {
+                    When::Timed {
+                        start,
+                        end,
+                        start_zone: sz,
+                        end_zone: ez,
+                    }
+                },
             },
-        })
+        )
     }
 
     /// Writes `fields` as the host does (plain SQL; `id` `None` inserts).
@@ -452,11 +455,7 @@ impl Sim {
     fn google_edit(&mut self, event: &Value, change: &Change) -> Value {
         let id = event["id"].as_str().unwrap().to_owned();
         let patch = patch_body(change);
-        let out = self
-            .sync
-            .google
-            .patch_event(CALENDAR, &id, patch)
-            .unwrap();
+        let out = self.sync.google.patch_event(CALENDAR, &id, patch).unwrap();
         let updated = updated_of(&out);
         let row = Row::from_event(&out, &self.calendar_zone);
         self.touch(Key::Event(id), Side::Google, Some((row, updated)));
@@ -469,7 +468,11 @@ impl Sim {
         match op {
             Op::HostInsert(f) => {
                 let id = self.host_write(None, f).await;
-                let offline = if self.connected { "" } else { " (disconnected)" };
+                let offline = if self.connected {
+                    ""
+                } else {
+                    " (disconnected)"
+                };
                 self.did("host_insert", format!("host insert #{id} {f:?}{offline}"));
             }
             Op::HostUpdate { pick, change } => {
@@ -479,8 +482,15 @@ impl Sim {
                 }
                 let id = ids[(*pick % ids.len() as u64) as usize];
                 self.host_update(id, change).await;
-                let offline = if self.connected { "" } else { " (disconnected)" };
-                self.did("host_update", format!("host update #{id} {change:?}{offline}"));
+                let offline = if self.connected {
+                    ""
+                } else {
+                    " (disconnected)"
+                };
+                self.did(
+                    "host_update",
+                    format!("host update #{id} {change:?}{offline}"),
+                );
             }
             Op::HostDelete { pick } => {
                 let ids = self.host_ids().await;
@@ -495,7 +505,11 @@ impl Sim {
                     .await
                     .unwrap();
                 self.touch(Key::Appointment(id), Side::Host, None);
-                let offline = if self.connected { "" } else { " (disconnected)" };
+                let offline = if self.connected {
+                    ""
+                } else {
+                    " (disconnected)"
+                };
                 self.did("host_delete", format!("host delete #{id}{offline}"));
             }
             Op::GoogleCreate(f) => {
@@ -506,7 +520,11 @@ impl Sim {
                     .unwrap();
                 let id = event["id"].as_str().unwrap().to_owned();
                 let row = Row::from_event(&event, &self.calendar_zone);
-                self.touch(Key::Event(id.clone()), Side::Google, Some((row, updated_of(&event))));
+                self.touch(
+                    Key::Event(id.clone()),
+                    Side::Google,
+                    Some((row, updated_of(&event))),
+                );
                 self.did("google_create", format!("google create {id} {f:?}"));
             }
             Op::GoogleEdit { pick, change } => {
@@ -603,14 +621,26 @@ impl Sim {
             }
             Op::Fault { kind, variant } => {
                 let google = &self.sync.google;
-                let lost = if variant % 2 == 0 { Lost::Error } else { Lost::Drop };
+                let lost = if variant % 2 == 0 {
+                    Lost::Error
+                } else {
+                    Lost::Drop
+                };
                 let text = match kind {
                     ops::FaultKind::LostInsert => {
-                        google.inject_fault(Operation::Insert, Fault::LoseResponse { then: lost }, 1);
+                        google.inject_fault(
+                            Operation::Insert,
+                            Fault::LoseResponse { then: lost },
+                            1,
+                        );
                         format!("fault: next insert's answer lost ({lost:?})")
                     }
                     ops::FaultKind::LostPatch => {
-                        google.inject_fault(Operation::Patch, Fault::LoseResponse { then: lost }, 1);
+                        google.inject_fault(
+                            Operation::Patch,
+                            Fault::LoseResponse { then: lost },
+                            1,
+                        );
                         format!("fault: next patch's answer lost ({lost:?})")
                     }
                     ops::FaultKind::List5xx => {
@@ -735,7 +765,10 @@ impl Sim {
         tokio::time::sleep(Duration::from_millis(extra_ms)).await;
         let id = main.id.clone();
         let claimed = self.kill_process(main).await;
-        self.did("kill", format!("kill -9 {id} ({at:?} +{extra_ms} ms): {claimed}"));
+        self.did(
+            "kill",
+            format!("kill -9 {id} ({at:?} +{extra_ms} ms): {claimed}"),
+        );
     }
 
     /// The end of the history: faults stop, the replica stops, the
@@ -850,10 +883,7 @@ fn time_json(at: DateTime<Utc>, zone: Option<&str>) -> Value {
     let mut t = Map::new();
     t.insert("dateTime".into(), json!(date_time));
     t.insert("date".into(), Value::Null);
-    t.insert(
-        "timeZone".into(),
-        zone.map_or(Value::Null, |z| json!(z)),
-    );
+    t.insert("timeZone".into(), zone.map_or(Value::Null, |z| json!(z)));
     Value::Object(t)
 }
 

@@ -45,9 +45,8 @@ impl Row {
         all_day: bool,
         calendar_zone: &str,
     ) -> Row {
-        let resolve = |z: Option<String>| {
-            (!all_day).then(|| z.unwrap_or_else(|| calendar_zone.to_owned()))
-        };
+        let resolve =
+            |z: Option<String>| (!all_day).then(|| z.unwrap_or_else(|| calendar_zone.to_owned()));
         Row {
             summary,
             description,
@@ -67,8 +66,8 @@ impl Row {
             let zone = t["timeZone"].as_str().unwrap_or(calendar_zone).to_owned();
             match t["date"].as_str() {
                 Some(date) => {
-                    let date = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d")
-                        .expect("an event date");
+                    let date =
+                        chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").expect("an event date");
                     (
                         Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0).unwrap()),
                         true,
@@ -145,7 +144,9 @@ pub struct Model {
 impl Model {
     fn find(&mut self, key: &Key) -> Key {
         // Every key seen is remembered (a root is its own parent).
-        self.parent.entry(key.clone()).or_insert_with(|| key.clone());
+        self.parent
+            .entry(key.clone())
+            .or_insert_with(|| key.clone());
         let mut root = key.clone();
         while let Some(p) = self.parent.get(&root) {
             if *p == root {
@@ -156,7 +157,10 @@ impl Model {
         // Path compression keeps later finds short.
         let mut at = key.clone();
         while at != root {
-            let next = self.parent.insert(at.clone(), root.clone()).unwrap_or(root.clone());
+            let next = self
+                .parent
+                .insert(at.clone(), root.clone())
+                .unwrap_or(root.clone());
             at = next;
         }
         root

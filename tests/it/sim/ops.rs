@@ -101,11 +101,21 @@ pub enum KillAt {
 #[derive(Debug, Clone)]
 pub enum Op {
     HostInsert(Fields),
-    HostUpdate { pick: u64, change: Change },
-    HostDelete { pick: u64 },
+    HostUpdate {
+        pick: u64,
+        change: Change,
+    },
+    HostDelete {
+        pick: u64,
+    },
     GoogleCreate(Fields),
-    GoogleEdit { pick: u64, change: Change },
-    GoogleDelete { pick: u64 },
+    GoogleEdit {
+        pick: u64,
+        change: Change,
+    },
+    GoogleDelete {
+        pick: u64,
+    },
     /// The same item edited on both sides before the worker sees either.
     BothEdit {
         pick: u64,
@@ -117,13 +127,21 @@ pub enum Op {
     Pass,
     /// A pull enqueued, as a webhook or the poll timer would.
     Notify,
-    Fault { kind: FaultKind, variant: u8 },
-    Kill { at: KillAt, extra_ms: u64 },
+    Fault {
+        kind: FaultKind,
+        variant: u8,
+    },
+    Kill {
+        at: KillAt,
+        extra_ms: u64,
+    },
     /// Disconnect when connected, re-connect when disconnected.
     ToggleConnection,
     /// Start the second replica when it is not running, stop it (gracefully
     /// or with `kill -9` when `kill`) when it is.
-    ToggleReplica { kill: bool },
+    ToggleReplica {
+        kill: bool,
+    },
 }
 
 /// The kinds the coverage assertion counts.
@@ -156,17 +174,22 @@ const WORDS: &[&str] = &[
     "Review \"Q4\"",
 ];
 
+/// Draws one operation: (rng, op index, today).
+type MakeOp = fn(&mut ChaCha8Rng, usize, NaiveDate) -> Op;
+
 /// Draws `steps` operations. `today` anchors the dates (appointments fall in
 /// the weeks after it, inside any lookback window).
 pub fn draw(rng: &mut ChaCha8Rng, steps: usize, today: NaiveDate) -> Vec<Op> {
-    let weights: &[(u32, fn(&mut ChaCha8Rng, usize, NaiveDate) -> Op)] = &[
+    let weights: &[(u32, MakeOp)] = &[
         (12, |r, i, d| Op::HostInsert(fields(r, &format!("h{i}"), d))),
         (12, |r, i, d| Op::HostUpdate {
             pick: r.gen(),
             change: change(r, i, d),
         }),
         (5, |r, _, _| Op::HostDelete { pick: r.gen() }),
-        (8, |r, i, d| Op::GoogleCreate(fields(r, &format!("g{i}"), d))),
+        (8, |r, i, d| {
+            Op::GoogleCreate(fields(r, &format!("g{i}"), d))
+        }),
         (10, |r, i, d| Op::GoogleEdit {
             pick: r.gen(),
             change: change(r, i, d),
@@ -268,10 +291,7 @@ fn change(rng: &mut ChaCha8Rng, i: usize, today: NaiveDate) -> Change {
     // At least one column changes.
     while c == Change::default() {
         if rng.gen_bool(0.5) {
-            c.summary = Some(format!(
-                "{} {tag}",
-                WORDS[rng.gen_range(0..WORDS.len())]
-            ));
+            c.summary = Some(format!("{} {tag}", WORDS[rng.gen_range(0..WORDS.len())]));
         }
         if rng.gen_bool(0.3) {
             c.description = Some(maybe_text(rng, "notes", &tag));
