@@ -334,34 +334,6 @@ impl Sim {
         self.model.touch(key, touch);
     }
 
-    pub async fn row(&self, id: i64) -> Option<(Row, DateTime<Utc>)> {
-        type Columns = (
-            String,
-            Option<String>,
-            Option<String>,
-            DateTime<Utc>,
-            DateTime<Utc>,
-            Option<String>,
-            Option<String>,
-            bool,
-            DateTime<Utc>,
-        );
-        let row: Option<Columns> = sqlx::query_as(
-            "SELECT summary, description, location, start_at, end_at, start_time_zone, \
-                    end_time_zone, all_day, updated_at FROM appointments WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(self.pool())
-        .await
-        .unwrap();
-        row.map(|(s, d, l, start, end, sz, ez, all_day, updated)| {
-            (
-                Row::from_columns(s, d, l, start, end, sz, ez, all_day, &self.calendar_zone),
-                updated,
-            )
-        })
-    }
-
     /// The host's columns of a row, to apply a change to.
     async fn host_fields(&self, id: i64) -> Option<Fields> {
         type Columns = (
@@ -405,7 +377,9 @@ impl Sim {
     }
 
     /// Writes `fields` as the host does (plain SQL; `id` `None` inserts).
-    async fn host_write(&mut self, id: Option<i64>, f: &Fields) -> i64 {
+    /// `None` when the row to update is gone (a pull of the second replica
+    /// may delete it at any moment).
+    async fn host_write(&mut self, id: Option<i64>, f: &Fields) -> Option<i64> {
         let (start, end) = f.when.start_end();
         let (sz, ez, all_day) = match &f.when {
             When::Timed {
@@ -415,19 +389,33 @@ impl Sim {
             } => (start_zone.clone(), end_zone.clone(), false),
             When::AllDay { .. } => (None, None, true),
         };
+        let returning = " RETURNING id, summary, description, location, start_at, end_at, \
+                          start_time_zone, end_time_zone, all_day, updated_at";
         let sql = match id {
             None => {
                 "INSERT INTO appointments (user_id, summary, description, location, start_at, \
                     end_at, start_time_zone, end_time_zone, all_day) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id"
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
             }
             Some(_) => {
                 "UPDATE appointments SET summary = $2, description = $3, location = $4, \
                     start_at = $5, end_at = $6, start_time_zone = $7, end_time_zone = $8, \
-                    all_day = $9 WHERE id = $1 RETURNING id"
+                    all_day = $9 WHERE id = $1"
             }
         };
-        let id: i64 = sqlx::query_scalar(sql)
+        type Written = (
+            i64,
+            String,
+            Option<String>,
+            Option<String>,
+            DateTime<Utc>,
+            DateTime<Utc>,
+            Option<String>,
+            Option<String>,
+            bool,
+            DateTime<Utc>,
+        );
+        let written: Option<Written> = sqlx::query_as(&format!("{sql}{returning}"))
             .bind(id.unwrap_or(USER))
             .bind(&f.summary)
             .bind(&f.description)
@@ -437,29 +425,40 @@ impl Sim {
             .bind(sz)
             .bind(ez)
             .bind(all_day)
-            .fetch_one(self.pool())
+            .fetch_optional(self.pool())
             .await
             .unwrap();
-        let (row, updated) = self.row(id).await.expect("just written");
+        let (id, s, d, l, start, end, sz, ez, all_day, updated) = written?;
+        let row = Row::from_columns(s, d, l, start, end, sz, ez, all_day, &self.calendar_zone);
         self.touch(Key::Appointment(id), Side::Host, Some((row, updated)));
-        id
+        Some(id)
     }
 
-    async fn host_update(&mut self, id: i64, change: &Change) {
+    /// `false` when the row was gone.
+    async fn host_update(&mut self, id: i64, change: &Change) -> bool {
         self.tie_appointment(id).await;
-        let mut f = self.host_fields(id).await.expect("a live row");
+        let Some(mut f) = self.host_fields(id).await else {
+            return false;
+        };
         apply(&mut f, change);
-        self.host_write(Some(id), &f).await;
+        self.host_write(Some(id), &f).await.is_some()
     }
 
-    fn google_edit(&mut self, event: &Value, change: &Change) -> Value {
+    /// `false` when the event was gone (a push of the second replica may
+    /// delete it at any moment).
+    fn google_edit(&mut self, event: &Value, change: &Change) -> bool {
         let id = event["id"].as_str().unwrap().to_owned();
         let patch = patch_body(change);
-        let out = self.sync.google.patch_event(CALENDAR, &id, patch).unwrap();
+        let Ok(out) = self.sync.google.patch_event(CALENDAR, &id, patch) else {
+            return false;
+        };
+        if out["status"] == "cancelled" {
+            return false;
+        }
         let updated = updated_of(&out);
         let row = Row::from_event(&out, &self.calendar_zone);
         self.touch(Key::Event(id), Side::Google, Some((row, updated)));
-        out
+        true
     }
 
     /// Runs one operation.
@@ -467,7 +466,10 @@ impl Sim {
         self.op = index;
         match op {
             Op::HostInsert(f) => {
-                let id = self.host_write(None, f).await;
+                let id = self
+                    .host_write(None, f)
+                    .await
+                    .expect("an insert returns its row");
                 let offline = if self.connected {
                     ""
                 } else {
@@ -481,7 +483,9 @@ impl Sim {
                     return self.note(format!("{index:>4} host update: no appointment"));
                 }
                 let id = ids[(*pick % ids.len() as u64) as usize];
-                self.host_update(id, change).await;
+                if !self.host_update(id, change).await {
+                    return self.note(format!("{index:>4} host update: #{id} vanished"));
+                }
                 let offline = if self.connected {
                     ""
                 } else {
@@ -534,7 +538,9 @@ impl Sim {
                 }
                 let event = events[(*pick % events.len() as u64) as usize].clone();
                 self.tie_event(&event).await;
-                self.google_edit(&event, change);
+                if !self.google_edit(&event, change) {
+                    return self.note(format!("{index:>4} google edit: event vanished"));
+                }
                 self.did(
                     "google_edit",
                     format!("google edit {} {change:?}", event["id"].as_str().unwrap()),
@@ -548,7 +554,9 @@ impl Sim {
                 let event = events[(*pick % events.len() as u64) as usize].clone();
                 self.tie_event(&event).await;
                 let id = event["id"].as_str().unwrap().to_owned();
-                self.sync.google.delete_event(CALENDAR, &id).unwrap();
+                if self.sync.google.delete_event(CALENDAR, &id).is_err() {
+                    return self.note(format!("{index:>4} google delete: {id} vanished"));
+                }
                 self.touch(Key::Event(id.clone()), Side::Google, None);
                 self.did("google_delete", format!("google delete {id}"));
             }
@@ -582,12 +590,17 @@ impl Sim {
                 }
                 let (id, event) = pairs[(*pick % pairs.len() as u64) as usize].clone();
                 self.model.tie(id, event["id"].as_str().unwrap());
-                if *google_first {
-                    self.google_edit(&event, google);
-                    self.host_update(id, host).await;
+                let (host_done, google_done) = if *google_first {
+                    let g = self.google_edit(&event, google);
+                    (self.host_update(id, host).await, g)
                 } else {
-                    self.host_update(id, host).await;
-                    self.google_edit(&event, google);
+                    let h = self.host_update(id, host).await;
+                    (h, self.google_edit(&event, google))
+                };
+                if !(host_done && google_done) {
+                    return self.note(format!(
+                        "{index:>4} both-sides edit #{id}: vanished (host done: {host_done}, google done: {google_done})"
+                    ));
                 }
                 self.did(
                     "both_edit",
