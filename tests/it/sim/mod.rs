@@ -26,9 +26,10 @@ use futures::StreamExt;
 
 use history::{Sim, Stats};
 
-/// The CI set.
+/// The CI set. Seeds 8, 10 and 16 found that a push sent a zone-less end in
+/// the start's zone (fixed in `google::mapping`).
 const CI_SEEDS: std::ops::RangeInclusive<u64> = 1..=20;
-/// Seeds that once found a divergence, kept with its fix.
+/// Seeds outside [`CI_SEEDS`] that once found a divergence, kept with its fix.
 const REGRESSION_SEEDS: &[u64] = &[];
 const CI_STEPS: usize = 100;
 /// Seeds in flight at once (each has its own database, emulator, workers).
