@@ -22,7 +22,8 @@
 //! ([`FakeGoogle::invalidate_sync_tokens`], [`FakeGoogle::revoke_refresh_token`],
 //! [`FakeGoogle::expire_access_tokens`], [`FakeGoogle::inject_fault`],
 //! [`FakeGoogle::set_page_cap`], [`FakeGoogle::notify`]) and as an observer
-//! ([`FakeGoogle::requests`], [`FakeGoogle::get_event`], [`FakeGoogle::channels`]).
+//! ([`FakeGoogle::requests`], [`FakeGoogle::get_event`], [`FakeGoogle::list_events`],
+//! [`FakeGoogle::channels`]).
 //! The same controls are served over HTTP under `/_admin/` for the CLI server.
 //!
 //! Dropping the handle stops the server.

@@ -60,19 +60,26 @@ async fn run_seed(seed: u64, steps: usize) -> Result<Stats, String> {
         let violations = check::check(&mut sim).await;
         (violations, sim.stats.clone())
     });
-    let outcome = futures::FutureExt::catch_unwind(task).await;
+    // A history that hangs (a pass that never returns) fails with its log
+    // instead of holding up the suite.
+    let limit = std::time::Duration::from_secs(60 + steps as u64 / 2);
+    let outcome = tokio::time::timeout(limit, futures::FutureExt::catch_unwind(task)).await;
     let log = log.lock().unwrap().join("\n");
     if std::env::var_os("PLANSYNC_SIM_VERBOSE").is_some() {
         eprintln!("--- seed {seed}\n{log}");
     }
     match outcome {
-        Ok((violations, stats)) if violations.is_empty() => Ok(stats),
-        Ok((violations, _)) => Err(format!(
+        Err(_) => Err(format!(
+            "seed {seed} did not finish within {limit:?} (replay: PLANSYNC_SIM_SEED={seed} \
+             PLANSYNC_SIM_STEPS={steps} cargo test --test it sim::)\n--- operations\n{log}"
+        )),
+        Ok(Ok((violations, stats))) if violations.is_empty() => Ok(stats),
+        Ok(Ok((violations, _))) => Err(format!(
             "seed {seed} diverged (replay: PLANSYNC_SIM_SEED={seed} PLANSYNC_SIM_STEPS={steps} \
              cargo test --test it sim::)\n--- violations\n{}\n--- operations\n{log}",
             violations.join("\n")
         )),
-        Err(panic) => {
+        Ok(Err(panic)) => {
             let message = panic
                 .downcast_ref::<String>()
                 .cloned()
