@@ -531,6 +531,50 @@ impl Sim {
                 );
                 self.did("google_create", format!("google create {id} {f:?}"));
             }
+            Op::GoogleCreateSeries {
+                fields,
+                weekly,
+                count,
+            } => {
+                let mut f = fields.clone();
+                // Google wants a zone on a recurring timed event.
+                if let When::Timed {
+                    start_zone,
+                    end_zone,
+                    ..
+                } = &mut f.when
+                {
+                    let zone = start_zone.clone().unwrap_or(self.calendar_zone.clone());
+                    *start_zone = Some(zone.clone());
+                    *end_zone = Some(zone);
+                }
+                let mut body = event_body(&f);
+                let freq = if *weekly { "WEEKLY" } else { "DAILY" };
+                body["recurrence"] = json!([format!("RRULE:FREQ={freq};COUNT={count}")]);
+                let master = self.sync.google.create_event(CALENDAR, body).unwrap();
+                let master_id = master["id"].as_str().unwrap().to_owned();
+                let instances: Vec<Value> = self
+                    .live_events()
+                    .into_iter()
+                    .filter(|e| e["recurringEventId"].as_str() == Some(master_id.as_str()))
+                    .collect();
+                for instance in &instances {
+                    let row = Row::from_event(instance, &self.calendar_zone);
+                    let id = instance["id"].as_str().unwrap().to_owned();
+                    self.touch(
+                        Key::Event(id),
+                        Side::Google,
+                        Some((row, updated_of(instance))),
+                    );
+                }
+                self.did(
+                    "google_create_series",
+                    format!(
+                        "google create series {master_id} ({freq} x{count}: {} instances) {f:?}",
+                        instances.len()
+                    ),
+                );
+            }
             Op::GoogleEdit { pick, change } => {
                 let events = self.live_events();
                 if events.is_empty() {

@@ -109,6 +109,13 @@ pub enum Op {
         pick: u64,
     },
     GoogleCreate(Fields),
+    /// A recurring event (`RRULE:FREQ=…;COUNT=count`): each instance is an
+    /// appointment of its own.
+    GoogleCreateSeries {
+        fields: Fields,
+        weekly: bool,
+        count: u8,
+    },
     GoogleEdit {
         pick: u64,
         change: Change,
@@ -150,6 +157,7 @@ pub const OP_KINDS: &[&str] = &[
     "host_update",
     "host_delete",
     "google_create",
+    "google_create_series",
     "google_edit",
     "google_delete",
     "both_edit",
@@ -189,6 +197,11 @@ pub fn draw(rng: &mut ChaCha8Rng, steps: usize, today: NaiveDate) -> Vec<Op> {
         (5, |r, _, _| Op::HostDelete { pick: r.gen() }),
         (8, |r, i, d| {
             Op::GoogleCreate(fields(r, &format!("g{i}"), d))
+        }),
+        (2, |r, i, d| Op::GoogleCreateSeries {
+            fields: fields(r, &format!("s{i}"), d),
+            weekly: r.gen(),
+            count: r.gen_range(2..5),
         }),
         (10, |r, i, d| Op::GoogleEdit {
             pick: r.gen(),
