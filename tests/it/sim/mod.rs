@@ -29,8 +29,11 @@ use history::{Sim, Stats};
 /// The CI set. Seeds 8, 10 and 16 found that a push sent a zone-less end in
 /// the start's zone (fixed in `google::mapping`).
 const CI_SEEDS: std::ops::RangeInclusive<u64> = 1..=20;
-/// Seeds outside [`CI_SEEDS`] that once found a divergence, kept with its fix.
-const REGRESSION_SEEDS: &[u64] = &[];
+/// Seeds outside [`CI_SEEDS`] that once found a divergence, kept with its
+/// fix: (seed, operations).
+/// - 3011 (150): a pull listing across a `disconnect` overwrote a host edit
+///   made after it (fixed in `sync::pull`; its own test in `pull.rs`).
+const REGRESSION_SEEDS: &[(u64, usize)] = &[(3011, 150)];
 const CI_STEPS: usize = 100;
 /// Seeds in flight at once (each has its own database, emulator, workers).
 const DEFAULT_JOBS: usize = 4;
@@ -97,8 +100,9 @@ async fn run_seed(seed: u64, steps: usize) -> Result<Stats, String> {
 async fn random_histories_converge() {
     let steps = env_number("PLANSYNC_SIM_STEPS").map_or(CI_STEPS, |n| n as usize);
     let jobs = env_number("PLANSYNC_SIM_JOBS").map_or(DEFAULT_JOBS, |n| n.max(1) as usize);
-    let (seeds, ci): (Vec<u64>, bool) = if let Some(seed) = env_number("PLANSYNC_SIM_SEED") {
-        (vec![seed], false)
+    let (seeds, ci): (Vec<(u64, usize)>, bool) = if let Some(seed) = env_number("PLANSYNC_SIM_SEED")
+    {
+        (vec![(seed, steps)], false)
     } else if let Some(n) = env_number("PLANSYNC_SIM_SEEDS") {
         let first = env_number("PLANSYNC_SIM_FIRST_SEED").unwrap_or_else(|| {
             std::time::SystemTime::now()
@@ -109,17 +113,20 @@ async fn random_histories_converge() {
                 * 1000
         });
         eprintln!("soak: {n} seeds from {first}, {steps} operations each");
-        ((first..first + n).collect(), false)
+        ((first..first + n).map(|s| (s, steps)).collect(), false)
     } else {
         (
-            CI_SEEDS.chain(REGRESSION_SEEDS.iter().copied()).collect(),
+            CI_SEEDS
+                .map(|s| (s, steps))
+                .chain(REGRESSION_SEEDS.iter().copied())
+                .collect(),
             true,
         )
     };
 
     let started = std::time::Instant::now();
     let results: Vec<(u64, Result<Stats, String>)> = futures::stream::iter(seeds)
-        .map(|seed| async move { (seed, run_seed(seed, steps).await) })
+        .map(|(seed, steps)| async move { (seed, run_seed(seed, steps).await) })
         .buffer_unordered(jobs)
         .collect()
         .await;
