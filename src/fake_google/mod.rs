@@ -22,7 +22,8 @@
 //! ([`FakeGoogle::invalidate_sync_tokens`], [`FakeGoogle::revoke_refresh_token`],
 //! [`FakeGoogle::expire_access_tokens`], [`FakeGoogle::inject_fault`],
 //! [`FakeGoogle::set_page_cap`], [`FakeGoogle::notify`]) and as an observer
-//! ([`FakeGoogle::requests`], [`FakeGoogle::get_event`], [`FakeGoogle::channels`]).
+//! ([`FakeGoogle::requests`], [`FakeGoogle::get_event`], [`FakeGoogle::list_events`],
+//! [`FakeGoogle::channels`]).
 //! The same controls are served over HTTP under `/_admin/` for the CLI server.
 //!
 //! Dropping the handle stops the server.
@@ -450,6 +451,32 @@ impl FakeGoogle {
             .map_err(Into::into)
     }
 
+    /// What `events.list` with `query` (e.g. `singleEvents=true`) would
+    /// answer, every page joined, without a request being logged or a fault
+    /// consumed: the observer's view for checkers.
+    pub fn list_events(
+        &self,
+        calendar_id: &str,
+        query: &str,
+    ) -> Result<Vec<Value>, FakeGoogleError> {
+        let mut params = state::ListParams::from_query(Some(query))?;
+        let mut events = Vec::new();
+        loop {
+            let page = self
+                .shared
+                .lock()
+                .calendars
+                .list(calendar_id, &params, None)?;
+            if let Some(items) = page["items"].as_array() {
+                events.extend(items.iter().cloned());
+            }
+            match page["nextPageToken"].as_str() {
+                Some(token) => params.page_token = Some(token.to_owned()),
+                None => return Ok(events),
+            }
+        }
+    }
+
     /// Every sync token issued so far for the calendar answers 410
     /// `fullSyncRequired`.
     pub fn invalidate_sync_tokens(&self, calendar_id: &str) -> Result<(), FakeGoogleError> {
@@ -475,18 +502,6 @@ impl FakeGoogle {
             .entry(calendar.to_owned())
             .or_default()
             .push(item.into());
-    }
-
-    /// The live events of a calendar (instances of series expanded), as
-    /// `events.list` would answer them in one page.
-    pub fn list_events(&self, calendar_id: &str) -> Result<Vec<Value>, FakeGoogleError> {
-        let params = state::ListParams::from_query(Some("singleEvents=true&maxResults=2500"))?;
-        let page = self
-            .shared
-            .lock()
-            .calendars
-            .list(calendar_id, &params, None)?;
-        Ok(page["items"].as_array().cloned().unwrap_or_default())
     }
 
     /// The most `events.list` calls the emulator was answering at once.

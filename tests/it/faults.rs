@@ -594,7 +594,7 @@ async fn a_replica_killed_after_google_accepted_an_insert_leaves_exactly_one_eve
     .unwrap();
     let in_google = |google: &FakeGoogle| {
         google
-            .list_events("primary")
+            .list_events("primary", "singleEvents=true")
             .unwrap()
             .into_iter()
             .filter(|e| e["status"] != "cancelled")

@@ -683,7 +683,10 @@ async fn host_rows_that_cannot_be_sent_are_parked_and_pulls_go_on() {
     insert("fine", &at(3, 10), &at(3, 11), false).await;
     app.run_once().await;
 
-    let events = app.google.list_events("primary").unwrap();
+    let events = app
+        .google
+        .list_events("primary", "singleEvents=true")
+        .unwrap();
     let names: Vec<&str> = events
         .iter()
         .filter_map(|e| e["summary"].as_str())
@@ -745,7 +748,7 @@ async fn host_rows_that_cannot_be_sent_are_parked_and_pulls_go_on() {
     app.run_once().await;
     let names: Vec<String> = app
         .google
-        .list_events("primary")
+        .list_events("primary", "singleEvents=true")
         .unwrap()
         .iter()
         .filter_map(|e| e["summary"].as_str().map(str::to_owned))

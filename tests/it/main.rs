@@ -20,4 +20,5 @@ mod realtime;
 mod realtime_streams;
 mod redis_tls;
 mod replay;
+mod sim;
 mod worker;
