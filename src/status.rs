@@ -10,7 +10,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use crate::deltas::timestamp;
-use crate::ids::{CalendarId, ConnectionId, JobId, UserId};
+use crate::ids::{CalendarId, ConnectionId, JobId, Subject, UserId};
 use crate::store::{self, StoreError};
 
 #[derive(Debug, Clone, Serialize)]
@@ -41,6 +41,10 @@ pub struct ConnectionStatus {
     /// The connection's most recent conflict: which side won, what kind, the
     /// losing values and when.
     pub last_conflict: Option<sqlx::types::Json<serde_json::Value>>,
+    /// How the connection authenticates: `refresh_token` or `delegated`.
+    pub auth: String,
+    /// The Workspace member a delegated connection acts as; `null` otherwise.
+    pub subject: Option<Subject>,
 }
 
 /// The job queue. `depth` counts queued jobs (due or not, claimable or
@@ -140,13 +144,18 @@ impl StatusReport {
             if c.calendar_gone {
                 flags.push("CALENDAR-GONE");
             }
+            let auth = match &c.subject {
+                Some(subject) => format!("delegated as {subject}"),
+                None => c.auth.clone(),
+            };
             let _ = writeln!(
                 out,
-                "  #{} user {} calendar {} region {} [{}] last pull {}",
+                "  #{} user {} calendar {} region {} auth {} [{}] last pull {}",
                 c.id,
                 c.user_id,
                 c.calendar_id,
                 c.region,
+                auth,
                 flags.join(","),
                 when(&c.last_pull_at)
             );

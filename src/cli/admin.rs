@@ -5,9 +5,12 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use plansync::config::{self, DatabaseSettings, Env};
-use plansync::ids::{CalendarId, ConnectionId, RefreshToken, UserId};
+use plansync::ids::{CalendarId, ConnectionId, RefreshToken, Subject, UserId};
 use plansync::status::StatusReport;
-use plansync::store::{self, connections::NewConnection};
+use plansync::store::{
+    self,
+    connections::{ConnectionAuth, NewConnection},
+};
 
 #[derive(Debug, clap::Args)]
 pub struct ConnectArgs {
@@ -23,6 +26,27 @@ pub struct ConnectArgs {
     /// The region whose workers sync it (default: PLANSYNC_REGION).
     #[arg(long, value_parser = non_empty)]
     region: Option<String>,
+    /// A delegated connection: act as this Workspace member (e-mail) through
+    /// the service account of GOOGLE_SERVICE_ACCOUNT_KEY. stdin is not read.
+    #[arg(long, value_name = "EMAIL", value_parser = member_address)]
+    impersonate: Option<Subject>,
+}
+
+/// A Workspace member's address: `local@domain`, no spaces. Google decides
+/// whether the member exists; this only catches what cannot be one.
+fn member_address(s: &str) -> Result<Subject, String> {
+    let s = non_empty(s)?;
+    match s.split_once('@') {
+        Some((local, domain))
+            if !local.is_empty()
+                && !domain.is_empty()
+                && !domain.contains('@')
+                && !s.chars().any(char::is_whitespace) =>
+        {
+            Ok(Subject::new(s))
+        }
+        _ => Err(format!("{s:?} is not an e-mail address")),
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -77,11 +101,22 @@ pub async fn migrate(env: &Env) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn connect(env: &Env, args: ConnectArgs) -> anyhow::Result<ExitCode> {
-    // Validate settings before reading stdin, so a misconfigured command does
-    // not swallow the token first.
-    let cipher = config::token_cipher(env)?;
     let default_region = config::region(env)?;
-    let token = read_refresh_token()?;
+    let auth = match &args.impersonate {
+        // Nothing secret to store, so neither stdin nor the token key.
+        Some(subject) => ConnectionAuth::Delegated {
+            subject: subject.clone(),
+        },
+        None => {
+            // Validate settings before reading stdin, so a misconfigured
+            // command does not swallow the token first.
+            let cipher = config::token_cipher(env)?;
+            let token = read_refresh_token()?;
+            ConnectionAuth::RefreshToken {
+                encrypted: cipher.encrypt(args.user, &args.calendar, &token),
+            }
+        }
+    };
     let pool = pool(env).await?;
     let outcome = store::connections::connect(
         &pool,
@@ -91,7 +126,7 @@ pub async fn connect(env: &Env, args: ConnectArgs) -> anyhow::Result<ExitCode> {
             region: args.region.as_deref(),
             default_region: &default_region,
             push_target: args.push_target,
-            refresh_token_enc: cipher.encrypt(args.user, &args.calendar, &token),
+            auth,
         },
     )
     .await?;
@@ -99,6 +134,7 @@ pub async fn connect(env: &Env, args: ConnectArgs) -> anyhow::Result<ExitCode> {
         connection = %outcome.id,
         user = %args.user,
         calendar = %args.calendar,
+        delegated_as = args.impersonate.as_ref().map(tracing::field::display),
         created = outcome.created,
         "connection registered"
     );

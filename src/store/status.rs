@@ -30,7 +30,9 @@ pub async fn connections(
                   'detectedAt', to_char(k.detected_at AT TIME ZONE 'UTC', \
                       'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')) \
               FROM plansync.conflicts k WHERE k.connection_id = c.id \
-              ORDER BY k.id DESC LIMIT 1) AS last_conflict \
+              ORDER BY k.id DESC LIMIT 1) AS last_conflict, \
+             CASE WHEN c.subject IS NULL THEN 'refresh_token' ELSE 'delegated' END AS auth, \
+             c.subject \
          FROM plansync.connections c \
          WHERE $1::BIGINT IS NULL OR c.user_id = $1 \
          ORDER BY c.id",

@@ -56,10 +56,18 @@ impl SyncDeps {
         }
     }
 
-    /// The calendar client of a connection. Fails fatally when the stored
+    /// The calendar client of a connection: over its refresh token, or over
+    /// the service account acting as its member. Fails fatally when the stored
     /// token cannot be decrypted (wrong `PLANSYNC_TOKEN_KEY`): retrying cannot
     /// help, an operator must.
     pub fn client(&self, connection: &SyncConnection) -> Result<CalendarClient, JobError> {
+        if let Some(subject) = &connection.subject {
+            // The service account keeps one cache per member, shared by all
+            // of that member's connections; nothing to keep per connection.
+            return Ok(self
+                .google
+                .calendar_client_with(self.google.delegated_provider(subject)));
+        }
         let stored = connection.refresh_token_enc.as_deref().ok_or_else(|| {
             JobError::Fatal(format!(
                 "connection {} has no refresh token (disconnected)",
