@@ -255,6 +255,14 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
 
     let dropped = matches!(mangle, Mangle::Drop);
     if op != Operation::Admin {
+        let subject = match op {
+            Operation::Token => grant_subject(&bytes),
+            // Whose token an API call came with (delegated tokens only).
+            _ => shared
+                .lock()
+                .oauth
+                .subject_of(header_str(&parts.headers, &header::AUTHORIZATION)),
+        };
         shared.lock().log.push(RecordedRequest {
             operation: op,
             method: parts.method.to_string(),
@@ -262,14 +270,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             query: parts.uri.query().map(str::to_owned),
             if_match,
             body: loggable_body(op, &bytes),
-            subject: match op {
-                Operation::Token => grant_subject(&bytes),
-                // Whose token an API call came with (delegated tokens only).
-                _ => shared
-                    .lock()
-                    .oauth
-                    .subject_of(header_str(&parts.headers, &header::AUTHORIZATION)),
-            },
+            subject,
             status: (!dropped).then(|| match mangle {
                 Mangle::LoseAsError => 500,
                 _ => reply.status.as_u16(),

@@ -4,6 +4,7 @@
 mod harness;
 
 mod deltas;
+mod delegation;
 mod fake_google;
 mod foundation;
 mod google_client;
