@@ -36,7 +36,10 @@ pub fn init(format: LogFormat) {
         LogFormat::Pretty => fmt.compact().boxed(),
     };
     let _ = tracing_subscriber::registry()
-        .with(fmt.with_filter(filter).with_filter(filter_fn(not_credential_noise)))
+        .with(
+            fmt.with_filter(filter)
+                .with_filter(filter_fn(not_credential_noise)),
+        )
         .try_init();
 }
 
@@ -72,7 +75,10 @@ mod tests {
             Level::DEBUG
         )));
         assert!(!not_credential_noise(&meta("yup_oauth2", Level::TRACE)));
-        assert!(not_credential_noise(&meta("yup_oauth2::authenticator", Level::INFO)));
+        assert!(not_credential_noise(&meta(
+            "yup_oauth2::authenticator",
+            Level::INFO
+        )));
         assert!(not_credential_noise(&meta("yup_oauth2x", Level::DEBUG)));
         assert!(not_credential_noise(&meta("plansync::sync", Level::DEBUG)));
     }

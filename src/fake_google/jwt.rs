@@ -183,7 +183,9 @@ fn tlv(input: &[u8]) -> Result<(u8, &[u8], &[u8]), String> {
         if n == 0 || n > 3 || rest.len() < n {
             return Err("unsupported DER length".to_owned());
         }
-        let len = rest[..n].iter().fold(0usize, |acc, b| acc << 8 | usize::from(*b));
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| acc << 8 | usize::from(*b));
         rest = &rest[n..];
         len
     };
@@ -224,7 +226,10 @@ mod tests {
 
     #[test]
     fn der_lengths_and_truncation() {
-        assert_eq!(tlv(&[0x30, 0x01, 0xaa, 0xbb]).unwrap(), (0x30, &[0xaa][..], &[0xbb][..]));
+        assert_eq!(
+            tlv(&[0x30, 0x01, 0xaa, 0xbb]).unwrap(),
+            (0x30, &[0xaa][..], &[0xbb][..])
+        );
         let long = [&[0x04, 0x81, 0x80][..], &[7u8; 0x80]].concat();
         assert_eq!(tlv(&long).unwrap().1.len(), 0x80);
         assert!(tlv(&[0x30, 0x05, 0x00]).is_err());

@@ -351,7 +351,10 @@ impl FakeGoogle {
     /// Withdraws delegation for `subject`: its access tokens die, and later
     /// JWT grants for it answer 401 `unauthorized_client`.
     pub fn disallow_subject(&self, subject: &str) {
-        self.shared.lock().oauth.set_delegation(None, subject, false);
+        self.shared
+            .lock()
+            .oauth
+            .set_delegation(None, subject, false);
     }
 
     /// An access token valid for the API, without going through `/token`.

@@ -107,7 +107,12 @@ impl OAuth {
     /// Grants or withdraws domain-wide delegation for `subject` (on every
     /// service account, or on `client_email`'s); withdrawing also kills the
     /// member's access tokens. Returns whether a service account matched.
-    pub fn set_delegation(&mut self, client_email: Option<&str>, subject: &str, allowed: bool) -> bool {
+    pub fn set_delegation(
+        &mut self,
+        client_email: Option<&str>,
+        subject: &str,
+        allowed: bool,
+    ) -> bool {
         let mut matched = false;
         for account in &mut self.service_accounts {
             if client_email.is_some_and(|e| e != account.client_email) {

@@ -109,7 +109,9 @@ impl ServiceAccount {
             ))
         })?;
         if let Some(kind) = key.key_type.as_deref().filter(|k| *k != "service_account") {
-            return Err(invalid(format!("type is {kind:?}, not \"service_account\"")));
+            return Err(invalid(format!(
+                "type is {kind:?}, not \"service_account\""
+            )));
         }
         match url::Url::parse(&key.token_uri) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => {}
@@ -216,11 +218,13 @@ impl DelegatedTokens {
         let authenticator = match &state.authenticator {
             Some(a) => a.clone(),
             None => {
-                let built = member.key.authenticator(&member.subject).await.map_err(|e| {
-                    TokenError::Malformed {
+                let built = member
+                    .key
+                    .authenticator(&member.subject)
+                    .await
+                    .map_err(|e| TokenError::Malformed {
                         detail: format!("service-account key unusable: {e}"),
-                    }
-                })?;
+                    })?;
                 state.authenticator = Some(built.clone());
                 built
             }
@@ -274,9 +278,12 @@ async fn fetch(
         }
     };
     let token = answer.map_err(|e| classify(e, subject))?;
-    let value = token.token().filter(|t| !t.is_empty()).ok_or_else(|| TokenError::Malformed {
-        detail: "the answer carries no access_token".to_owned(),
-    })?;
+    let value = token
+        .token()
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| TokenError::Malformed {
+            detail: "the answer carries no access_token".to_owned(),
+        })?;
     let lifetime = lifetime(token.expiration_time().map(|t| t.unix_timestamp()))?;
     Ok((AccessToken::new(value), lifetime))
 }

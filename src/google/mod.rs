@@ -109,7 +109,10 @@ impl GoogleClient {
     /// Loads the service-account key file delegated connections authenticate
     /// with (`GOOGLE_SERVICE_ACCOUNT_KEY`); fails on a missing or unusable
     /// file, naming the variable.
-    pub async fn with_service_account(mut self, key_file: &std::path::Path) -> Result<Self, KeyFileError> {
+    pub async fn with_service_account(
+        mut self,
+        key_file: &std::path::Path,
+    ) -> Result<Self, KeyFileError> {
         self.service_account =
             Some(ServiceAccount::load(key_file, self.connector.clone(), self.call_timeout).await?);
         Ok(self)

@@ -27,18 +27,32 @@ const CAROL: &str = "carol@clinic.example";
 fn key_pair(dir: &Path, name: &str) -> (String, String) {
     let private = dir.join(format!("{name}.pem"));
     let out = std::process::Command::new("openssl")
-        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ])
         .arg("-out")
         .arg(&private)
         .output()
         .expect("openssl runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = std::process::Command::new("openssl")
         .args(["pkey", "-pubout", "-in"])
         .arg(&private)
         .output()
         .expect("openssl runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (
         std::fs::read_to_string(&private).unwrap(),
         String::from_utf8(out.stdout).unwrap(),
@@ -111,7 +125,11 @@ impl Clinic {
                 })
                 .collect();
             let calendar = json!({"summary": member, "timeZone": "Europe/Berlin", "items": items});
-            std::fs::write(fixtures.join(format!("{member}.json")), calendar.to_string()).unwrap();
+            std::fs::write(
+                fixtures.join(format!("{member}.json")),
+                calendar.to_string(),
+            )
+            .unwrap();
         }
         let sync = SyncApp::with_options(FakeGoogleOptions {
             fixtures: Some(fixtures),
@@ -228,12 +246,15 @@ impl Clinic {
             }
             assert!(!text.contains("PRIVATE KEY"), "private key leaked");
             // base64url of {"alg":"RS256","typ":"JWT"}: a signed assertion.
-            assert!(!text.contains("eyJhbGciOiJSUzI1NiIs"), "an assertion leaked");
+            assert!(
+                !text.contains("eyJhbGciOiJSUzI1NiIs"),
+                "an assertion leaked"
+            );
         }
     }
 }
 
-fn connection<'a>(status: &'a Value, id: i64) -> &'a Value {
+fn connection(status: &Value, id: i64) -> &Value {
     status["connections"]
         .as_array()
         .unwrap()
@@ -307,14 +328,21 @@ async fn a_delegated_connection_imports_and_pushes_with_grants_for_its_member_on
     assert_eq!(c["needsReauth"], false);
     let text = clinic.run(&["status"], "").await;
     let text = stdout(&text);
-    assert!(text.contains(&format!("auth delegated as {ALICE}")), "{text}");
+    assert!(
+        text.contains(&format!("auth delegated as {ALICE}")),
+        "{text}"
+    );
 
     let dump = std::process::Command::new("pg_dump")
         .arg("--dbname")
         .arg(&clinic.sync.app.database_url)
         .output()
         .expect("pg_dump runs");
-    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
     let dump = String::from_utf8_lossy(&dump.stdout).into_owned();
     assert!(dump.contains(ALICE), "the dump holds the connection");
     let status_text = status.to_string();
@@ -365,7 +393,10 @@ async fn members_get_their_own_tokens_and_a_refused_member_needs_reauth_until_al
     for (id, needs_reauth) in [(alice, false), (bob, false), (carol, true)] {
         assert_eq!(connection(&status, id)["needsReauth"], needs_reauth, "{id}");
     }
-    let reason = connection(&status, carol)["lastError"].as_str().unwrap().to_owned();
+    let reason = connection(&status, carol)["lastError"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(reason.contains("unauthorized_client"), "{reason}");
     assert!(reason.contains(CAROL), "{reason}");
 
@@ -401,20 +432,30 @@ async fn withdrawing_delegation_mid_way_marks_the_connection_and_reconnecting_sw
     let token = clinic.sync.google.refresh_tokens()[0].clone();
     let out = clinic
         .sync
-        .run(&["connect", "--user", "1", "--calendar", ALICE], &format!("{token}\n"))
+        .run(
+            &["connect", "--user", "1", "--calendar", ALICE],
+            &format!("{token}\n"),
+        )
         .await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out).trim(), id.to_string());
     let status = clinic.status().await;
     let c = connection(&status, id);
-    assert_eq!((c["auth"].as_str(), &c["subject"]), (Some("refresh_token"), &Value::Null));
+    assert_eq!(
+        (c["auth"].as_str(), &c["subject"]),
+        (Some("refresh_token"), &Value::Null)
+    );
     assert_eq!(c["needsReauth"], false);
     clinic.sync.google.clear_requests();
     // Refresh-token connections need the OAuth client: without it `run`
     // refuses to start, naming it.
     let out = clinic.run(&["run", "--once"], "").await;
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("GOOGLE_CLIENT_ID"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("GOOGLE_CLIENT_ID"),
+        "{}",
+        stderr(&out)
+    );
     let mut cmd = clinic.sync.command();
     cmd.env("GOOGLE_SERVICE_ACCOUNT_KEY", &clinic.key_file);
     let out = run_command(cmd, &["run", "--once"], "").await;
@@ -434,7 +475,11 @@ async fn run_refuses_to_start_without_a_usable_key_file_while_delegated_connecti
     cmd.env_remove("GOOGLE_SERVICE_ACCOUNT_KEY");
     let out = run_command(cmd, &["run", "--once"], "").await;
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("GOOGLE_SERVICE_ACCOUNT_KEY is not set"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("GOOGLE_SERVICE_ACCOUNT_KEY is not set"),
+        "{}",
+        stderr(&out)
+    );
 
     for (name, content) in [("missing.json", None), ("broken.json", Some("{\"type\": 1")), ("nokey.json", Some("{\"private_key\": \"-----BEGIN PRIVATE KEY-----\\nAAAA\\n-----END PRIVATE KEY-----\\n\", \"client_email\": \"x@y\", \"token_uri\": \"http://127.0.0.1:9/token\"}"))] {
         let path = clinic.dir.path().join(name);
@@ -470,9 +515,10 @@ async fn a_jwt_signed_with_the_wrong_key_is_refused() {
 
 /// In-process: a provider over a key file, against the emulator.
 async fn client_for(clinic: &Clinic) -> GoogleClient {
-    let settings = GoogleSettings::from_env(&Env::from_pairs([
-        ("GOOGLE_CALENDAR_BASE_URL", clinic.sync.google.base_url()),
-    ]))
+    let settings = GoogleSettings::from_env(&Env::from_pairs([(
+        "GOOGLE_CALENDAR_BASE_URL",
+        clinic.sync.google.base_url(),
+    )]))
     .unwrap();
     GoogleClient::new(&settings)
         .unwrap()
@@ -500,7 +546,10 @@ async fn a_token_near_expiry_is_refreshed_before_a_call_fails() {
     })
     .await;
     let requests = clinic.sync.google.requests();
-    assert!(requests.iter().all(|r| r.status == Some(200)), "{requests:?}");
+    assert!(
+        requests.iter().all(|r| r.status == Some(200)),
+        "{requests:?}"
+    );
 }
 
 /// A token endpoint answering `expires_in` values yup-oauth2 cannot add to
@@ -552,8 +601,14 @@ async fn an_absurd_expires_in_is_a_token_error_never_a_panic() {
             assert_eq!(result.unwrap().expose_secret(), "ya29.absurd");
         } else {
             let err = result.expect_err("an absurd answer is refused");
-            assert!(matches!(err, TokenError::Malformed { .. }), "{expires_in}: {err:?}");
-            assert!(matches!(GoogleError::from(err), GoogleError::Malformed { .. }));
+            assert!(
+                matches!(err, TokenError::Malformed { .. }),
+                "{expires_in}: {err:?}"
+            );
+            assert!(matches!(
+                GoogleError::from(err),
+                GoogleError::Malformed { .. }
+            ));
         }
     }
 }
@@ -586,7 +641,10 @@ async fn fixture_service_accounts_are_checked_and_admin_routes_toggle_delegation
     assert_eq!(http, 200);
     let google = client_for(&clinic).await;
     let provider = google.delegated_provider(&Subject::new(ALICE));
-    provider.access_token().await.expect("allowed through the admin route");
+    provider
+        .access_token()
+        .await
+        .expect("allowed through the admin route");
     let http = reqwest_like_post(
         &format!("{}delegation", clinic.sync.google.admin_url()),
         json!({"subject": ALICE, "allowed": false}),

@@ -3,8 +3,8 @@
 
 mod harness;
 
-mod deltas;
 mod delegation;
+mod deltas;
 mod fake_google;
 mod foundation;
 mod google_client;
