@@ -168,7 +168,10 @@ impl Clinic {
         let mut cmd = self.sync.command();
         cmd.env("GOOGLE_SERVICE_ACCOUNT_KEY", &self.key_file)
             .env_remove("GOOGLE_CLIENT_ID")
-            .env_remove("GOOGLE_CLIENT_SECRET");
+            .env_remove("GOOGLE_CLIENT_SECRET")
+            // Delegated tokens come from the key file's `token_uri`, never
+            // from here: a closed port proves it.
+            .env("GOOGLE_TOKEN_URL", "http://127.0.0.1:9/token");
         cmd
     }
 
@@ -346,7 +349,8 @@ async fn a_delegated_connection_imports_and_pushes_with_grants_for_its_member_on
     let dump = String::from_utf8_lossy(&dump.stdout).into_owned();
     assert!(dump.contains(ALICE), "the dump holds the connection");
     let status_text = status.to_string();
-    clinic.assert_no_secrets(&[&first, &second, &dump, &status_text, &text]);
+    let google_log = serde_json::to_string(&clinic.sync.google.requests()).unwrap();
+    clinic.assert_no_secrets(&[&first, &second, &dump, &status_text, &text, &google_log]);
     drop(clinic.dir);
 }
 
@@ -495,6 +499,28 @@ async fn run_refuses_to_start_without_a_usable_key_file_while_delegated_connecti
         assert!(err.contains(name), "{name}: {err}");
     }
     assert!(clinic.grants().is_empty(), "no job ran");
+
+    // Not an address: a usage error, nothing registered.
+    let out = clinic
+        .run(
+            &[
+                "connect",
+                "--user",
+                "1",
+                "--calendar",
+                "primary",
+                "--impersonate",
+                "alice",
+            ],
+            "",
+        )
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not an e-mail address"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[tokio::test]
