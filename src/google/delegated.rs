@@ -325,7 +325,15 @@ fn classify(err: yup_oauth2::Error, subject: &Subject) -> TokenError {
                         description,
                     }
                 }
-                AuthErrorCode::InvalidClient => TokenError::InvalidClient { error, description },
+                // The service account itself (its key) was refused: an
+                // operator's fix, retried meanwhile like a bad OAuth client.
+                AuthErrorCode::InvalidClient => TokenError::Transient {
+                    status: None,
+                    detail: format!(
+                        "the service account was refused ({error}: {description}): \
+                         check GOOGLE_SERVICE_ACCOUNT_KEY"
+                    ),
+                },
                 AuthErrorCode::InvalidRequest
                 | AuthErrorCode::UnsupportedGrantType
                 | AuthErrorCode::InvalidScope
