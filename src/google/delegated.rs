@@ -21,6 +21,7 @@
 //! `expires_in` cannot pin a token either.
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -42,6 +43,9 @@ pub const CALENDAR_SCOPE: &str = "https://www.googleapis.com/auth/calendar";
 /// Google's access tokens live an hour; a longer stated lifetime is not
 /// believed.
 const MAX_LIFETIME: Duration = Duration::from_secs(3600);
+
+/// Far above any real key file (Google's are about 2.4 KB).
+const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
 
 /// The key file could not be used. Messages name the file, never its content.
 #[derive(Debug, thiserror::Error)]
@@ -91,14 +95,23 @@ impl ServiceAccount {
         timeout: Duration,
     ) -> Result<ServiceAccount, KeyFileError> {
         let shown = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| KeyFileError::Unreadable {
+        let unreadable = |source| KeyFileError::Unreadable {
             path: shown.clone(),
             source,
-        })?;
+        };
         let invalid = |reason: String| KeyFileError::Invalid {
             path: shown.clone(),
             reason,
         };
+        // A key file is ~2.4 KB; a path pointing at something endless (a
+        // device, a log) must not be read to exhaustion.
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_KEY_FILE_BYTES + 1).read_to_end(&mut bytes))
+            .map_err(unreadable)?;
+        if bytes.len() as u64 > MAX_KEY_FILE_BYTES {
+            return Err(invalid(format!("larger than {MAX_KEY_FILE_BYTES} bytes")));
+        }
         // serde's messages can quote the value they choke on: keep only where.
         let key: ServiceAccountKey = serde_json::from_slice(&bytes).map_err(|e| {
             invalid(format!(

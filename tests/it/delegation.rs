@@ -485,7 +485,7 @@ async fn run_refuses_to_start_without_a_usable_key_file_while_delegated_connecti
         stderr(&out)
     );
 
-    for (name, content) in [("missing.json", None), ("broken.json", Some("{\"type\": 1")), ("nokey.json", Some("{\"private_key\": \"-----BEGIN PRIVATE KEY-----\\nAAAA\\n-----END PRIVATE KEY-----\\n\", \"client_email\": \"x@y\", \"token_uri\": \"http://127.0.0.1:9/token\"}"))] {
+    for (name, content) in [("missing.json", None), ("huge.json", Some(&*" ".repeat(100_000))), ("broken.json", Some("{\"type\": 1")), ("nokey.json", Some("{\"private_key\": \"-----BEGIN PRIVATE KEY-----\\nAAAA\\n-----END PRIVATE KEY-----\\n\", \"client_email\": \"x@y\", \"token_uri\": \"http://127.0.0.1:9/token\"}"))] {
         let path = clinic.dir.path().join(name);
         if let Some(content) = content {
             std::fs::write(&path, content).unwrap();
