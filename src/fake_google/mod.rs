@@ -41,6 +41,7 @@ mod state;
 mod times;
 mod watch;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -77,6 +78,9 @@ pub struct FakeGoogleOptions {
     /// POST an `exists` notification to every live channel of a calendar
     /// after each change of it, as Google does.
     pub notify_on_change: bool,
+    /// Added to every API and token call (not the admin routes), so
+    /// benchmarks and tests can run under Google-like latency.
+    pub latency: Duration,
 }
 
 impl Default for FakeGoogleOptions {
@@ -87,6 +91,7 @@ impl Default for FakeGoogleOptions {
             page_cap: None,
             access_token_ttl: Duration::from_secs(3599),
             notify_on_change: true,
+            latency: Duration::ZERO,
         }
     }
 }
@@ -153,12 +158,41 @@ pub(crate) struct Inner {
     log: RequestLog,
     channels: Channels,
     page_cap: Option<usize>,
+    latency: Duration,
+    /// Raw JSON items (verbatim text) appended to the last page of every
+    /// listing of a calendar: hostile events that a faithful Google would
+    /// never hold, for the worker's hostile-input tests.
+    raw_items: HashMap<String, Vec<String>>,
 }
 
 /// State shared by the HTTP handlers, the admin routes and the handle.
 pub(crate) struct Shared {
     inner: Mutex<Inner>,
     notify_on_change: bool,
+    /// `events.list` calls being answered now, and the most there ever were
+    /// at once: how a test sees how many listings a worker keeps in flight.
+    in_flight: std::sync::atomic::AtomicUsize,
+    max_in_flight: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts one call in flight for as long as it lives.
+pub(crate) struct InFlight<'a>(&'a Shared);
+
+impl Shared {
+    pub(crate) fn list_started(&self) -> InFlight<'_> {
+        use std::sync::atomic::Ordering;
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(self)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Shared {
@@ -251,8 +285,12 @@ impl FakeGoogle {
                 log: RequestLog::default(),
                 channels: Channels::default(),
                 page_cap: options.page_cap,
+                latency: options.latency,
+                raw_items: HashMap::new(),
             }),
             notify_on_change: options.notify_on_change,
+            in_flight: Default::default(),
+            max_in_flight: Default::default(),
         });
         let listener = tokio::net::TcpListener::bind(options.addr)
             .await
@@ -444,6 +482,42 @@ impl FakeGoogle {
     /// Caps every page at `cap` items (below Google's 250/2500), or lifts it.
     pub fn set_page_cap(&self, cap: Option<usize>) {
         self.shared.lock().page_cap = cap;
+    }
+
+    /// Appends `item` (one event's JSON text, kept verbatim) to the last page
+    /// of every listing of `calendar`: an event a faithful Google would never
+    /// hold, for hostile-input tests.
+    pub fn add_raw_item(&self, calendar: &str, item: impl Into<String>) {
+        self.shared
+            .lock()
+            .raw_items
+            .entry(calendar.to_owned())
+            .or_default()
+            .push(item.into());
+    }
+
+    /// The live events of a calendar (instances of series expanded), as
+    /// `events.list` would answer them in one page.
+    pub fn list_events(&self, calendar_id: &str) -> Result<Vec<Value>, FakeGoogleError> {
+        let params = state::ListParams::from_query(Some("singleEvents=true&maxResults=2500"))?;
+        let page = self
+            .shared
+            .lock()
+            .calendars
+            .list(calendar_id, &params, None)?;
+        Ok(page["items"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// The most `events.list` calls the emulator was answering at once.
+    pub fn max_lists_in_flight(&self) -> usize {
+        self.shared
+            .max_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Forgets the raw items of `calendar`.
+    pub fn clear_raw_items(&self, calendar: &str) {
+        self.shared.lock().raw_items.remove(calendar);
     }
 
     /// The next `times` calls of `operation` suffer `fault`.

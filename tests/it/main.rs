@@ -3,13 +3,19 @@
 
 mod harness;
 
+mod catch_up;
+mod contract;
 mod delegation;
 mod deltas;
 mod fake_google;
 mod foundation;
 mod google_client;
+mod hostile;
+mod pool;
 mod pull;
 mod push;
 mod queue;
 mod realtime;
+mod realtime_streams;
+mod redis_tls;
 mod worker;
