@@ -10,7 +10,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use crate::deltas::timestamp;
-use crate::ids::{CalendarId, ConnectionId, JobId, UserId};
+use crate::ids::{CalendarId, ConnectionId, JobId, Subject, UserId};
 use crate::store::{self, StoreError};
 
 #[derive(Debug, Clone, Serialize)]
@@ -41,6 +41,10 @@ pub struct ConnectionStatus {
     /// The connection's most recent conflict: which side won, what kind, the
     /// losing values and when.
     pub last_conflict: Option<sqlx::types::Json<serde_json::Value>>,
+    /// How the connection authenticates: `refresh_token` or `delegated`.
+    pub auth: String,
+    /// The Workspace member a delegated connection acts as; `null` otherwise.
+    pub subject: Option<Subject>,
     /// Since when the connection's jobs have been failing; `null` when its
     /// last pull succeeded.
     #[serde(with = "timestamp::option")]
@@ -159,6 +163,7 @@ impl StatusReport {
                 "USER",
                 "CALENDAR",
                 "STATE",
+                "AUTH",
                 "LAST PULL",
                 "TOKEN AGE",
                 "REAUTH",
@@ -186,6 +191,10 @@ impl StatusReport {
                     c.user_id.to_string(),
                     clip(c.calendar_id.as_str(), 40),
                     state.join(","),
+                    match &c.subject {
+                        Some(subject) => format!("delegated as {subject}"),
+                        None => c.auth.clone(),
+                    },
                     c.last_pull_at.map_or("never".to_owned(), |t| ago(now, t)),
                     c.sync_token_at.map_or("-".to_owned(), |t| age(now, t)),
                     yes_no(c.needs_reauth),
@@ -403,6 +412,8 @@ mod tests {
                 failing_since: minutes(30),
                 skipped_events: sqlx::types::Json(serde_json::json!([])),
                 parked_pushes: sqlx::types::Json(serde_json::json!([])),
+                auth: "refresh_token".to_owned(),
+                subject: None,
             }],
             queue: QueueStatus {
                 depth: 4,

@@ -100,7 +100,7 @@ pub async fn run(env: &Env, args: RunArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let config = WorkerConfig::new(&settings, &sync, &queue);
-    let google = GoogleClient::new(&google).context("building the Google client")?;
+    let google = google_client(env, &pool, &google, &settings.region).await?;
     let deps = SyncDeps::new(google, cipher, sync.clone());
     let worker = Worker::new(pool.clone(), config, SyncJobs::new(deps));
     let relay_settings = RelaySettings {
@@ -172,6 +172,37 @@ pub async fn run(env: &Env, args: RunArgs) -> anyhow::Result<ExitCode> {
         Err(err) => tracing::warn!(error = %err, "HTTP server task failed"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The Google client, with exactly the credentials the region's active
+/// connections need: the OAuth client while refresh-token connections exist,
+/// the service-account key while delegated ones do (a key file that is named
+/// is always loaded, so a broken one is found now, not by the first job).
+async fn google_client(
+    env: &Env,
+    pool: &sqlx::PgPool,
+    settings: &GoogleSettings,
+    region: &str,
+) -> anyhow::Result<GoogleClient> {
+    let (refresh_tokens, delegated) = store::connections::auth_kinds_in_use(pool, region).await?;
+    if refresh_tokens {
+        settings.require_oauth_client()?;
+    }
+    if delegated {
+        config::require_service_account_key(env)?;
+    }
+    let mut google = GoogleClient::new(settings).context("building the Google client")?;
+    if let Some(key_file) = config::service_account_key(env) {
+        google = google.with_service_account(&key_file).await?;
+        if let Some(account) = google.service_account() {
+            tracing::info!(
+                service_account = account.client_email(),
+                token_uri = account.token_uri(),
+                "service-account key loaded for delegated connections"
+            );
+        }
+    }
+    Ok(google)
 }
 
 async fn shutdown_on_signal(shutdown: CancellationToken) {

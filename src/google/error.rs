@@ -54,6 +54,23 @@ pub enum GoogleError {
         "the refresh token was rejected (invalid_grant): the connection needs re-authorisation"
     )]
     NeedsReauth { description: String },
+    /// The service account may not act as the connection's member
+    /// (`unauthorized_client`/`invalid_grant` on the JWT grant): needs
+    /// re-authorisation, which here means the Workspace administrator's grant
+    /// and then `connect` again.
+    #[error(
+        "domain-wide delegation refused for {subject} ({error}: {description}): \
+         the Workspace administrator must grant it, then re-connect"
+    )]
+    DelegationRefused {
+        subject: String,
+        error: String,
+        description: String,
+    },
+    /// This worker lacks the setting this kind of connection needs: an
+    /// operator's fix, so the job retries meanwhile.
+    #[error("{var} is not set on this worker: it cannot authenticate this connection")]
+    NotConfigured { var: &'static str },
     /// `invalid_client`/`unauthorized_client`: the deployment's OAuth client is
     /// wrong. Not the user's fault: the operator must fix the configuration.
     #[error(
@@ -138,7 +155,9 @@ impl GoogleError {
             },
             GoogleError::QuotaExhausted { .. } => NextStep::QuotaBackoff,
             GoogleError::FullSyncRequired { .. } => NextStep::FullResync,
-            GoogleError::NeedsReauth { .. } => NextStep::NeedsReauth,
+            GoogleError::NeedsReauth { .. } | GoogleError::DelegationRefused { .. } => {
+                NextStep::NeedsReauth
+            }
             GoogleError::CalendarGone { .. } => NextStep::CalendarGone,
             GoogleError::PreconditionFailed
             | GoogleError::NotFound { .. }
@@ -147,6 +166,7 @@ impl GoogleError {
             // A bad OAuth client is an operator's fix; retries give them time
             // to make it without losing the job.
             GoogleError::InvalidClient { .. }
+            | GoogleError::NotConfigured { .. }
             | GoogleError::Unauthorized { .. }
             | GoogleError::Transient { .. }
             | GoogleError::Timeout(_)
@@ -169,9 +189,11 @@ impl GoogleError {
             | GoogleError::Unauthorized { reason } => Some(reason),
             GoogleError::PreconditionFailed => Some("conditionNotMet"),
             GoogleError::NeedsReauth { .. } => Some("invalid_grant"),
-            GoogleError::InvalidClient { error, .. } => Some(error),
+            GoogleError::InvalidClient { error, .. }
+            | GoogleError::DelegationRefused { error, .. } => Some(error),
             GoogleError::Permanent { reason, .. } => reason.as_deref(),
             GoogleError::Transient { .. }
+            | GoogleError::NotConfigured { .. }
             | GoogleError::Timeout(_)
             | GoogleError::Malformed { .. }
             | GoogleError::InvalidTimeZone(_) => None,
@@ -186,6 +208,16 @@ impl From<TokenError> for GoogleError {
             TokenError::InvalidClient { error, description } => {
                 GoogleError::InvalidClient { error, description }
             }
+            TokenError::DelegationRefused {
+                subject,
+                error,
+                description,
+            } => GoogleError::DelegationRefused {
+                subject,
+                error,
+                description,
+            },
+            TokenError::NotConfigured { var } => GoogleError::NotConfigured { var },
             TokenError::RateLimited { retry_after } => GoogleError::RateLimited {
                 retry_after,
                 reason: "tokenEndpointRateLimited".to_owned(),

@@ -38,6 +38,8 @@ impl Outcome for GoogleError {
             GoogleError::Malformed { .. } => "malformed",
             GoogleError::InvalidTimeZone(_) => "invalid_time_zone",
             GoogleError::Permanent { .. } => "permanent",
+            GoogleError::DelegationRefused { .. } => "delegation_refused",
+            GoogleError::NotConfigured { .. } => "not_configured",
         }
     }
 }
@@ -52,6 +54,8 @@ impl Outcome for TokenError {
             TokenError::Timeout(_) => "timeout",
             TokenError::Malformed { .. } => "malformed",
             TokenError::Rejected { .. } => "permanent",
+            TokenError::DelegationRefused { .. } => "delegation_refused",
+            TokenError::NotConfigured { .. } => "not_configured",
         }
     }
 }

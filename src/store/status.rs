@@ -31,6 +31,8 @@ pub async fn connections(
                       'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')) \
               FROM plansync.conflicts k WHERE k.connection_id = c.id \
               ORDER BY k.id DESC LIMIT 1) AS last_conflict, \
+             CASE WHEN c.subject IS NULL THEN 'refresh_token' ELSE 'delegated' END AS auth, \
+             c.subject, \
              c.failing_since, \
              (SELECT COALESCE(json_agg(json_build_object('eventId', s.event_id, \
                   'reason', s.reason, 'seenAt', to_char(s.last_seen_at AT TIME ZONE 'UTC', \

@@ -5,6 +5,7 @@ mod harness;
 
 mod catch_up;
 mod contract;
+mod delegation;
 mod deltas;
 mod fake_google;
 mod faults;
