@@ -20,6 +20,7 @@ use http::{Method, Request};
 use serde_json::{json, Value};
 use tokio::time::error::Elapsed;
 
+use super::budget::{self, CallKind};
 use super::error::{
     classify, from_hub_error, retry_after, Capture, ErrorBody, GoogleError, Target,
 };
@@ -180,7 +181,14 @@ impl CalendarClient {
     ) -> Result<EventPage, GoogleError> {
         let url = self.list_url(calendar, query);
         let answer = self
-            .raw(Target::Calendar, Method::GET, &url, None, None)
+            .raw(
+                CallKind::List,
+                Target::Calendar,
+                Method::GET,
+                &url,
+                None,
+                None,
+            )
             .await?;
         parse_page(&answer)
     }
@@ -224,16 +232,18 @@ impl CalendarClient {
         calendar_time_zone: Option<&str>,
     ) -> Result<RemoteEvent, GoogleError> {
         let found = self
-            .refreshing_once(|| async {
-                let mut capture = Capture::default();
-                let call = self
-                    .hub
-                    .events()
-                    .get(calendar.as_str(), event.as_str())
-                    .delegate(&mut capture);
-                let result = tokio::time::timeout(self.timeout, call.doit()).await;
-                self.settle(Target::Event, &capture, result)
-                    .map(|(_, event)| event)
+            .refreshing_once(|| {
+                self.metered(CallKind::Get, async {
+                    let mut capture = Capture::default();
+                    let call = self
+                        .hub
+                        .events()
+                        .get(calendar.as_str(), event.as_str())
+                        .delegate(&mut capture);
+                    let result = tokio::time::timeout(self.timeout, call.doit()).await;
+                    self.settle(Target::Event, &capture, result)
+                        .map(|(_, event)| event)
+                })
             })
             .await?;
         remote_event(&found, calendar_time_zone)
@@ -263,6 +273,7 @@ impl CalendarClient {
         let url = self.events_url(calendar, None);
         let answer = self
             .raw(
+                CallKind::Insert,
                 Target::Calendar,
                 Method::POST,
                 &url,
@@ -292,6 +303,7 @@ impl CalendarClient {
         let url = self.events_url(calendar, Some(event));
         let answer = self
             .raw(
+                CallKind::Patch,
                 Target::Event,
                 Method::PATCH,
                 &url,
@@ -312,9 +324,16 @@ impl CalendarClient {
         if_match: Option<&Etag>,
     ) -> Result<(), GoogleError> {
         let url = self.events_url(calendar, Some(event));
-        self.raw(Target::Event, Method::DELETE, &url, if_match, None)
-            .await
-            .map(drop)
+        self.raw(
+            CallKind::Delete,
+            Target::Event,
+            Method::DELETE,
+            &url,
+            if_match,
+            None,
+        )
+        .await
+        .map(drop)
     }
 
     /// `events.watch`: opens a notification channel on the calendar's events.
@@ -334,18 +353,20 @@ impl CalendarClient {
             ..Channel::default()
         };
         let opened = self
-            .refreshing_once(|| async {
-                let mut capture = Capture::default();
-                let call = self
-                    .hub
-                    .events()
-                    .watch(channel.clone(), calendar.as_str())
-                    .single_events(true)
-                    .show_deleted(true)
-                    .delegate(&mut capture);
-                let result = tokio::time::timeout(self.timeout, call.doit()).await;
-                self.settle(Target::Calendar, &capture, result)
-                    .map(|(_, channel)| channel)
+            .refreshing_once(|| {
+                self.metered(CallKind::Watch, async {
+                    let mut capture = Capture::default();
+                    let call = self
+                        .hub
+                        .events()
+                        .watch(channel.clone(), calendar.as_str())
+                        .single_events(true)
+                        .show_deleted(true)
+                        .delegate(&mut capture);
+                    let result = tokio::time::timeout(self.timeout, call.doit()).await;
+                    self.settle(Target::Calendar, &capture, result)
+                        .map(|(_, channel)| channel)
+                })
             })
             .await?;
         let resource_id = opened
@@ -375,15 +396,17 @@ impl CalendarClient {
             resource_id: Some(resource_id.to_owned()),
             ..Channel::default()
         };
-        self.refreshing_once(|| async {
-            let mut capture = Capture::default();
-            let call = self
-                .hub
-                .channels()
-                .stop(channel.clone())
-                .delegate(&mut capture);
-            let result = tokio::time::timeout(self.timeout, call.doit()).await;
-            self.settle(Target::Channel, &capture, result).map(drop)
+        self.refreshing_once(|| {
+            self.metered(CallKind::Stop, async {
+                let mut capture = Capture::default();
+                let call = self
+                    .hub
+                    .channels()
+                    .stop(channel.clone())
+                    .delegate(&mut capture);
+                let result = tokio::time::timeout(self.timeout, call.doit()).await;
+                self.settle(Target::Channel, &capture, result).map(drop)
+            })
         })
         .await
     }
@@ -436,21 +459,45 @@ impl CalendarClient {
         url
     }
 
+    /// One request of `kind`: first one request from the budget (nothing is
+    /// sent without it), then the call, counted by its outcome.
+    async fn metered<T>(
+        &self,
+        kind: CallKind,
+        call: impl Future<Output = Result<T, GoogleError>>,
+    ) -> Result<T, GoogleError> {
+        self.tokens
+            .budget()
+            .acquire(kind)
+            .await
+            .map_err(|over| GoogleError::OverBudget {
+                retry_after: over.retry_after,
+                scope: over.scope,
+            })?;
+        let result = call.await;
+        budget::record(kind, budget::outcome(&result));
+        result
+    }
+
     /// A raw request, refreshing the token once on 401.
     async fn raw(
         &self,
+        kind: CallKind,
         target: Target,
         method: Method,
         url: &url::Url,
         if_match: Option<&Etag>,
         json_body: Option<&Value>,
     ) -> Result<Bytes, GoogleError> {
-        self.refreshing_once(|| self.raw_once(target, method.clone(), url, if_match, json_body))
-            .await
+        self.refreshing_once(|| {
+            self.raw_once(kind, target, method.clone(), url, if_match, json_body)
+        })
+        .await
     }
 
     async fn raw_once(
         &self,
+        kind: CallKind,
         target: Target,
         method: Method,
         url: &url::Url,
@@ -458,6 +505,22 @@ impl CalendarClient {
         json_body: Option<&Value>,
     ) -> Result<Bytes, GoogleError> {
         let token = self.tokens.access_token().await?;
+        self.metered(
+            kind,
+            self.send_raw(target, method, url, if_match, json_body, token),
+        )
+        .await
+    }
+
+    async fn send_raw(
+        &self,
+        target: Target,
+        method: Method,
+        url: &url::Url,
+        if_match: Option<&Etag>,
+        json_body: Option<&Value>,
+        token: crate::ids::AccessToken,
+    ) -> Result<Bytes, GoogleError> {
         let mut request = Request::builder()
             .method(method)
             .uri(url.as_str())

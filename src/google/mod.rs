@@ -8,6 +8,7 @@
 //! what to do next, and only domain types leave this module: raw Google JSON
 //! never does.
 
+mod budget;
 mod calendar;
 mod error;
 mod http;
@@ -18,6 +19,9 @@ mod token;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use budget::{
+    AcquireFuture, BudgetScope, Call, CallBudget, CallKind, OverBudget, CALLS_METRIC,
+};
 pub use calendar::{
     CalendarClient, ListFrom, ListQuery, NewEvent, PageToken, WatchChannel, WatchRequest,
     MAX_PAGE_SIZE,
@@ -46,6 +50,7 @@ pub struct GoogleClient {
     oauth: token::OAuthClient,
     base_url: Arc<url::Url>,
     call_timeout: Duration,
+    budget: budget::Budget,
 }
 
 impl std::fmt::Debug for GoogleClient {
@@ -85,7 +90,21 @@ impl GoogleClient {
             oauth: token::OAuthClient::from_settings(settings),
             base_url: Arc::new(base_url),
             call_timeout: DEFAULT_CALL_TIMEOUT,
+            budget: budget::Budget::default(),
         })
+    }
+
+    /// Every call of clients built afterwards first takes one request from
+    /// `budget` (the worker's fleet-wide limiter).
+    pub fn with_budget(mut self, budget: Arc<dyn CallBudget>) -> Self {
+        self.budget = budget::Budget::new(Some(budget));
+        self
+    }
+
+    /// The OAuth client id: the budget is the OAuth client's (Google's
+    /// project), so it keys the shared limiter.
+    pub fn client_id(&self) -> &str {
+        &self.oauth.client_id
     }
 
     /// Sets the deadline of every call made through clients built afterwards.
@@ -98,13 +117,30 @@ impl GoogleClient {
         self.call_timeout
     }
 
-    /// A token provider for one connection's refresh token.
+    /// A token provider for one connection's refresh token, drawing on the
+    /// project budget only.
     pub fn token_provider(&self, refresh_token: RefreshToken) -> TokenProvider {
+        self.provider_with(refresh_token, self.budget.clone())
+    }
+
+    /// A token provider for connection `principal` (any stable key, e.g. its
+    /// id): its calls, and those of clients built over it, also draw on that
+    /// connection's own budget (`PLANSYNC_GOOGLE_USER_QPM`).
+    pub fn token_provider_for(
+        &self,
+        principal: &str,
+        refresh_token: RefreshToken,
+    ) -> TokenProvider {
+        self.provider_with(refresh_token, self.budget.for_principal(principal))
+    }
+
+    fn provider_with(&self, refresh_token: RefreshToken, budget: budget::Budget) -> TokenProvider {
         TokenProvider::new(
             self.http.clone(),
             self.oauth.clone(),
             refresh_token,
             self.call_timeout,
+            budget,
         )
     }
 

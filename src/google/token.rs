@@ -25,6 +25,7 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use super::budget::{self, Budget, CallKind};
 use super::error::retry_after;
 use super::http::{body, send, HttpClient, SendError};
 use crate::config::GoogleSettings;
@@ -44,6 +45,12 @@ pub enum TokenError {
     RateLimited { retry_after: Option<Duration> },
     #[error("token endpoint unavailable: {detail}")]
     Transient { status: Option<u16>, detail: String },
+    /// Our request budget had nothing left for the refresh: nothing was sent.
+    #[error("no Google request budget left for a token refresh ({scope})")]
+    OverBudget {
+        retry_after: Duration,
+        scope: super::BudgetScope,
+    },
     #[error("token endpoint did not answer within {0:?}")]
     Timeout(Duration),
     #[error("token endpoint answer unreadable: {detail}")]
@@ -98,6 +105,8 @@ struct Inner {
     refresh_token: RefreshToken,
     timeout: Duration,
     cache: Mutex<Cached>,
+    /// The request budget a refresh draws on, with the connection's key.
+    budget: Budget,
 }
 
 /// One connection's access tokens. Clones share the cache.
@@ -134,6 +143,7 @@ impl TokenProvider {
         oauth: OAuthClient,
         refresh_token: RefreshToken,
         timeout: Duration,
+        budget: Budget,
     ) -> Self {
         TokenProvider {
             inner: Arc::new(Inner {
@@ -142,8 +152,15 @@ impl TokenProvider {
                 refresh_token,
                 timeout,
                 cache: Mutex::new(Cached::Empty),
+                budget,
             }),
         }
+    }
+
+    /// The budget (with the connection's key) the calendar client of this
+    /// connection draws on too.
+    pub(crate) fn budget(&self) -> &Budget {
+        &self.inner.budget
     }
 
     /// A valid access token: the cached one, or a fresh one from the token
@@ -193,6 +210,28 @@ impl TokenProvider {
     }
 
     async fn refresh(&self) -> Result<(AccessToken, Duration), TokenError> {
+        self.inner
+            .budget
+            .acquire(CallKind::Token)
+            .await
+            .map_err(|over| TokenError::OverBudget {
+                retry_after: over.retry_after,
+                scope: over.scope,
+            })?;
+        let result = self.refresh_now().await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(TokenError::InvalidGrant { .. }) => "invalid_grant",
+            Err(TokenError::RateLimited { .. }) => "rate_limited",
+            Err(TokenError::Transient { .. }) => "transient",
+            Err(TokenError::Timeout(_)) => "timeout",
+            Err(_) => "refused",
+        };
+        budget::record(CallKind::Token, outcome);
+        result
+    }
+
+    async fn refresh_now(&self) -> Result<(AccessToken, Duration), TokenError> {
         let inner = &self.inner;
         let form = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("grant_type", "refresh_token")
