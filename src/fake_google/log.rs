@@ -22,6 +22,8 @@ pub struct RecordedRequest {
     pub body: Option<Value>,
     /// `None` when the emulator dropped the connection instead of answering.
     pub status: Option<u16>,
+    /// When the request arrived (its body read), for rate measurements.
+    pub received_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl RecordedRequest {

@@ -85,7 +85,11 @@ impl SyncDeps {
                 ),
                 schedule: BackoffSchedule::OPERATOR,
             })?;
-        let provider = self.google.token_provider(token);
+        // Keyed by the connection: each is one Google principal with its own
+        // per-user budget.
+        let provider = self
+            .google
+            .token_provider_for(&connection.id.to_string(), token);
         cache.insert(connection.id, (stored.to_vec(), provider.clone()));
         Ok(self.google.calendar_client_with(provider))
     }
