@@ -236,7 +236,12 @@ impl Quota {
         client_id: &str,
     ) -> Result<Quota, crate::deltas::connect::ConnectError> {
         let client = crate::deltas::connect::client(redis)?;
-        Ok(Quota::build(settings, Some(client), &redis.prefix, client_id))
+        Ok(Quota::build(
+            settings,
+            Some(client),
+            &redis.prefix,
+            client_id,
+        ))
     }
 
     /// A limiter without Redis: always this worker's share (tests, and
@@ -292,6 +297,11 @@ impl Quota {
         let n = u64::try_from(n).unwrap_or(1).max(1);
         self.inner.live_workers.store(n, Ordering::Relaxed);
         self.publish_gauges();
+    }
+
+    /// The live workers last handed in by [`Quota::set_live_workers`].
+    pub fn live_workers(&self) -> u64 {
+        self.inner.live_workers.load(Ordering::Relaxed)
     }
 
     /// Requests this worker was granted in the last minute.
@@ -390,9 +400,7 @@ impl Quota {
                     .arg(user.interval_ms)
                     .arg(user.window_ms);
             }
-            invocation
-                .invoke_async::<(i64, i64, i64)>(&mut conn)
-                .await
+            invocation.invoke_async::<(i64, i64, i64)>(&mut conn).await
         };
         match tokio::time::timeout(REDIS_TIMEOUT, attempt).await {
             Ok(Ok((granted, wait_ms, scope))) => {

@@ -13,6 +13,7 @@ mod hostile;
 mod pull;
 mod push;
 mod queue;
+mod quota;
 mod realtime;
 mod realtime_streams;
 mod redis_tls;
