@@ -40,7 +40,7 @@ use crate::google::{AcquireFuture, BudgetScope, Call, CallBudget, OverBudget};
 pub const MAX_WAIT: Duration = Duration::from_secs(2);
 /// How long one Redis round trip of the limiter may take before the worker
 /// uses its fallback share for this call.
-pub const REDIS_TIMEOUT: Duration = Duration::from_millis(300);
+pub const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 /// After Redis failed, how long the fallback is used before Redis is tried
 /// again (so an outage costs one timeout per interval, not one per call).
 pub const REDIS_RETRY: Duration = Duration::from_secs(1);
