@@ -19,6 +19,9 @@ pub struct FakeGoogleArgs {
     /// Cap every events.list page at this many items.
     #[arg(long)]
     page_cap: Option<usize>,
+    /// Milliseconds added to every API and token call (Google-like latency).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    latency_ms: u64,
 }
 
 pub async fn run(args: FakeGoogleArgs) -> anyhow::Result<ExitCode> {
@@ -29,6 +32,7 @@ pub async fn run(args: FakeGoogleArgs) -> anyhow::Result<ExitCode> {
         addr: args.addr,
         fixtures: Some(args.fixtures.clone()),
         page_cap: args.page_cap,
+        latency: std::time::Duration::from_millis(args.latency_ms),
         ..FakeGoogleOptions::default()
     })
     .await

@@ -264,9 +264,9 @@ impl<H: JobHandler> Worker<H> {
         let interval = self.effective_poll_interval().await?.as_secs().max(1) as i64;
         let scheduled =
             store::jobs::schedule_pulls(self.inner.queue.pool(), &cfg.region, interval).await?;
-        store::jobs::prune_finished(self.inner.queue.pool(), KEEP_FINISHED.as_secs_f64()).await?;
-        store::jobs::prune_dead(
+        store::jobs::prune(
             self.inner.queue.pool(),
+            KEEP_FINISHED.as_secs_f64(),
             self.inner.queue.settings().dead_retention.as_secs_f64(),
         )
         .await?;

@@ -317,6 +317,23 @@ impl SyncApp {
         run_command(self.command(), args, stdin).await
     }
 
+    /// The binary with extra environment (`None` removes a variable).
+    pub async fn run_with(
+        &self,
+        env: &[(&str, Option<&str>)],
+        args: &[&str],
+        stdin: &str,
+    ) -> Output {
+        let mut cmd = self.command();
+        for (k, v) in env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        run_command(cmd, args, stdin).await
+    }
+
     /// `plansync run --once`, asserting it exits 0.
     pub async fn run_once(&self) -> Output {
         let out = self.run(&["run", "--once"], "").await;

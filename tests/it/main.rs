@@ -10,6 +10,7 @@ mod fake_google;
 mod foundation;
 mod google_client;
 mod hostile;
+mod pool;
 mod pull;
 mod push;
 mod queue;
