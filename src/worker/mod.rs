@@ -88,6 +88,8 @@ const KEEP_FINISHED: Duration = Duration::from_secs(3600);
 /// How often a running worker writes its heartbeat row (well inside
 /// [`store::workers::LIVE_WINDOW_SECS`]).
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How often the tick recounts the connections to stretch polling.
+const RECOUNT_CONNECTIONS: Duration = Duration::from_secs(60);
 
 /// Everything the runtime needs to know.
 #[derive(Debug, Clone)]
@@ -164,6 +166,10 @@ struct Inner<H> {
     quota: Option<Quota>,
     /// The polling interval the last tick used (seconds).
     poll_interval_secs: AtomicU64,
+    /// When the connections were last counted for the interval: counting
+    /// scans the connections, so it is redone at most every
+    /// [`RECOUNT_CONNECTIONS`], not every tick.
+    counted_at: std::sync::Mutex<Option<Instant>>,
 }
 
 impl<H> Clone for Worker<H> {
@@ -184,6 +190,7 @@ impl<H: JobHandler> Worker<H> {
                 handler,
                 finished: Notify::new(),
                 quota: None,
+                counted_at: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -210,7 +217,17 @@ impl<H: JobHandler> Worker<H> {
         let Some(quota) = &self.inner.quota else {
             return Ok(base);
         };
+        let fresh = self
+            .inner
+            .counted_at
+            .lock()
+            .expect("count lock")
+            .is_some_and(|at| at.elapsed() < RECOUNT_CONNECTIONS);
+        if fresh {
+            return Ok(self.poll_interval());
+        }
         let connections = store::jobs::pollable_connections(self.inner.queue.pool()).await?;
+        *self.inner.counted_at.lock().expect("count lock") = Some(Instant::now());
         let interval = quota::effective_poll_interval(base, connections, quota.settings());
         if interval > base && interval.as_secs() != self.poll_interval().as_secs() {
             tracing::warn!(
