@@ -566,6 +566,43 @@ impl SyncSettings {
     }
 }
 
+/// Google's request budget, shared by every worker of every region using the
+/// same OAuth client (see [`crate::quota`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QuotaSettings {
+    /// Requests per minute for the whole project (`PLANSYNC_GOOGLE_QPM`).
+    pub project_per_min: u32,
+    /// Requests per minute per connection (`PLANSYNC_GOOGLE_USER_QPM`).
+    pub user_per_min: u32,
+    /// The share of the project budget polling may use
+    /// (`PLANSYNC_GOOGLE_POLL_SHARE`); intervals stretch beyond it.
+    pub poll_share: f64,
+}
+
+impl Default for QuotaSettings {
+    fn default() -> Self {
+        QuotaSettings::from_env(&Env::default()).expect("the defaults are valid")
+    }
+}
+
+impl QuotaSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let poll_share: f64 = env.ranged("PLANSYNC_GOOGLE_POLL_SHARE", 0.5, 0.01, 1.0)?;
+        // NaN passes every comparison of `ranged`: refuse it by name.
+        if !poll_share.is_finite() {
+            return Err(ConfigError::Invalid {
+                var: "PLANSYNC_GOOGLE_POLL_SHARE",
+                reason: "must be a number from 0.01 to 1".to_owned(),
+            });
+        }
+        Ok(QuotaSettings {
+            project_per_min: env.ranged("PLANSYNC_GOOGLE_QPM", 9_000, 1, 100_000_000)?,
+            user_per_min: env.ranged("PLANSYNC_GOOGLE_USER_QPM", 500, 1, 1_000_000)?,
+            poll_share,
+        })
+    }
+}
+
 /// The runtime of `plansync run`.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -707,6 +744,38 @@ mod tests {
         assert_eq!(max_deltas_per_message(&Env::default()).unwrap(), 100);
         let zero = Env::from_pairs([("PLANSYNC_MAX_DELTAS_PER_MESSAGE", "0")]);
         assert!(max_deltas_per_message(&zero).is_err());
+    }
+
+    #[test]
+    fn quota_settings_have_defaults_and_ranges() {
+        let q = QuotaSettings::from_env(&Env::default()).unwrap();
+        assert_eq!((q.project_per_min, q.user_per_min), (9_000, 500));
+        assert_eq!(q.poll_share, 0.5);
+        for (var, bad) in [
+            ("PLANSYNC_GOOGLE_QPM", "0"),
+            ("PLANSYNC_GOOGLE_QPM", "-5"),
+            ("PLANSYNC_GOOGLE_USER_QPM", "0"),
+            ("PLANSYNC_GOOGLE_USER_QPM", "99999999999"),
+            ("PLANSYNC_GOOGLE_POLL_SHARE", "0"),
+            ("PLANSYNC_GOOGLE_POLL_SHARE", "1.5"),
+            ("PLANSYNC_GOOGLE_POLL_SHARE", "NaN"),
+            ("PLANSYNC_GOOGLE_POLL_SHARE", "inf"),
+        ] {
+            let err = QuotaSettings::from_env(&Env::from_pairs([(var, bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(&format!("{var} is invalid")), "{err}");
+        }
+        let env = Env::from_pairs([
+            ("PLANSYNC_GOOGLE_QPM", "120"),
+            ("PLANSYNC_GOOGLE_USER_QPM", "30"),
+            ("PLANSYNC_GOOGLE_POLL_SHARE", "0.25"),
+        ]);
+        let q = QuotaSettings::from_env(&env).unwrap();
+        assert_eq!(
+            (q.project_per_min, q.user_per_min, q.poll_share),
+            (120, 30, 0.25)
+        );
     }
 
     #[test]

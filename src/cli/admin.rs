@@ -191,7 +191,11 @@ pub async fn disconnect(env: &Env, args: DisconnectArgs) -> anyhow::Result<ExitC
 
 pub async fn status(env: &Env, args: StatusArgs) -> anyhow::Result<ExitCode> {
     let pool = pool(env).await?;
-    let report = StatusReport::load(&pool, args.user).await?;
+    let mut report = StatusReport::load(&pool, args.user).await?;
+    let quota = plansync::config::QuotaSettings::from_env(env)?;
+    let sync = plansync::config::SyncSettings::from_env(env)?;
+    report.quota =
+        Some(plansync::status::QuotaStatus::load(&pool, &quota, sync.poll_interval).await?);
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

@@ -26,6 +26,8 @@ pub struct RecordedRequest {
     /// A JWT-bearer grant's `sub` (the member a service account asked to act
     /// as), or on an API call the member its access token was minted for.
     pub subject: Option<String>,
+    /// When the request arrived (its body read), for rate measurements.
+    pub received_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl RecordedRequest {

@@ -240,6 +240,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     let bytes = axum::body::to_bytes(body, 32 << 20)
         .await
         .unwrap_or_default();
+    let received_at = chrono::Utc::now();
     let route = Route::parse(&parts.method, parts.uri.path());
     let op = route.operation();
     let if_match = header_str(&parts.headers, &header::IF_MATCH).map(str::to_owned);
@@ -285,6 +286,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
                 Mangle::LoseAsError => 500,
                 _ => reply.status.as_u16(),
             }),
+            received_at,
         });
     }
     respond(reply, mangle)

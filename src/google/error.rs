@@ -25,6 +25,14 @@ pub enum GoogleError {
         retry_after: Option<Duration>,
         reason: String,
     },
+    /// Our own request budget ([`super::CallBudget`]) has nothing left for
+    /// this call: nothing was sent. Snooze for `retry_after` without spending
+    /// an attempt.
+    #[error("no Google request budget left ({scope}): next in {}s", retry_after.as_secs_f64())]
+    OverBudget {
+        retry_after: Duration,
+        scope: super::BudgetScope,
+    },
     /// 403/429 `quotaExceeded`/`dailyLimitExceeded`: the project's daily or
     /// per-project quota is spent, which lasts hours. The connection backs off
     /// as a whole (15 minutes doubling up to 6 hours) without spending
@@ -153,6 +161,9 @@ impl GoogleError {
             GoogleError::RateLimited { retry_after, .. } => NextStep::Snooze {
                 after: *retry_after,
             },
+            GoogleError::OverBudget { retry_after, .. } => NextStep::Snooze {
+                after: Some(*retry_after),
+            },
             GoogleError::QuotaExhausted { .. } => NextStep::QuotaBackoff,
             GoogleError::FullSyncRequired { .. } => NextStep::FullResync,
             GoogleError::NeedsReauth { .. } | GoogleError::DelegationRefused { .. } => {
@@ -194,6 +205,7 @@ impl GoogleError {
             GoogleError::Permanent { reason, .. } => reason.as_deref(),
             GoogleError::Transient { .. }
             | GoogleError::NotConfigured { .. }
+            | GoogleError::OverBudget { .. }
             | GoogleError::Timeout(_)
             | GoogleError::Malformed { .. }
             | GoogleError::InvalidTimeZone(_) => None,
@@ -226,6 +238,9 @@ impl From<TokenError> for GoogleError {
                 status,
                 detail: format!("token endpoint: {detail}"),
             },
+            TokenError::OverBudget { retry_after, scope } => {
+                GoogleError::OverBudget { retry_after, scope }
+            }
             TokenError::Timeout(d) => GoogleError::Timeout(d),
             TokenError::Malformed { detail } => GoogleError::Malformed {
                 detail: format!("token endpoint: {detail}"),

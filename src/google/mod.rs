@@ -9,6 +9,7 @@
 //! what to do next, and only domain types leave this module: raw Google JSON
 //! never does.
 
+mod budget;
 mod calendar;
 mod delegated;
 mod error;
@@ -21,6 +22,9 @@ mod token;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use budget::{
+    AcquireFuture, BudgetScope, Call, CallBudget, CallKind, OverBudget, CALLS_METRIC,
+};
 pub use calendar::{
     CalendarClient, ListFrom, ListQuery, NewEvent, PageToken, WatchChannel, WatchRequest,
     MAX_PAGE_SIZE,
@@ -54,6 +58,7 @@ pub struct GoogleClient {
     service_account: Option<ServiceAccount>,
     base_url: Arc<url::Url>,
     call_timeout: Duration,
+    budget: budget::Budget,
 }
 
 impl std::fmt::Debug for GoogleClient {
@@ -97,7 +102,21 @@ impl GoogleClient {
             service_account: None,
             base_url: Arc::new(base_url),
             call_timeout: DEFAULT_CALL_TIMEOUT,
+            budget: budget::Budget::default(),
         })
+    }
+
+    /// Every call of clients built afterwards first takes one request from
+    /// `budget` (the worker's fleet-wide limiter).
+    pub fn with_budget(mut self, budget: Arc<dyn CallBudget>) -> Self {
+        self.budget = budget::Budget::new(Some(budget));
+        self
+    }
+
+    /// The OAuth client id: the budget is the OAuth client's (Google's
+    /// project), so it keys the shared limiter.
+    pub fn client_id(&self) -> &str {
+        self.oauth.as_ref().map_or("", |o| o.client_id.as_str())
     }
 
     /// Sets the deadline of every call made through clients built afterwards.
@@ -126,24 +145,46 @@ impl GoogleClient {
         self.service_account.as_ref()
     }
 
-    /// A token provider for one connection's refresh token.
+    /// A token provider for one connection's refresh token, drawing on the
+    /// project budget only.
     pub fn token_provider(&self, refresh_token: RefreshToken) -> TokenProvider {
+        self.provider_with(refresh_token, self.budget.clone())
+    }
+
+    /// A token provider for connection `principal` (any stable key, e.g. its
+    /// id): its calls, and those of clients built over it, also draw on that
+    /// connection's own budget (`PLANSYNC_GOOGLE_USER_QPM`).
+    pub fn token_provider_for(
+        &self,
+        principal: &str,
+        refresh_token: RefreshToken,
+    ) -> TokenProvider {
+        self.provider_with(refresh_token, self.budget.for_principal(principal))
+    }
+
+    fn provider_with(&self, refresh_token: RefreshToken, budget: budget::Budget) -> TokenProvider {
         match &self.oauth {
             Some(oauth) => TokenProvider::new(
                 self.http.clone(),
                 oauth.clone(),
                 refresh_token,
                 self.call_timeout,
+                budget,
             ),
             None => TokenProvider::unconfigured("GOOGLE_CLIENT_ID/GOOGLE_CLIENT_SECRET"),
         }
     }
 
     /// The token provider of a delegated connection acting as `subject`:
-    /// shared with every other connection of that member.
-    pub fn delegated_provider(&self, subject: &Subject) -> TokenProvider {
+    /// shared with every other connection of that member. Its API calls draw
+    /// on connection `principal`'s budget; the service account's own token
+    /// grants are cached per member and not metered.
+    pub fn delegated_provider(&self, principal: &str, subject: &Subject) -> TokenProvider {
         match &self.service_account {
-            Some(account) => TokenProvider::delegated(account.tokens_for(subject)),
+            Some(account) => TokenProvider::delegated(
+                account.tokens_for(subject),
+                self.budget.for_principal(principal),
+            ),
             None => TokenProvider::unconfigured("GOOGLE_SERVICE_ACCOUNT_KEY"),
         }
     }

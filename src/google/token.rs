@@ -29,6 +29,7 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use super::budget::{self, Budget, CallKind};
 use super::delegated::DelegatedTokens;
 use super::error::retry_after;
 use super::http::{body, send, HttpClient, SendError};
@@ -49,6 +50,12 @@ pub enum TokenError {
     RateLimited { retry_after: Option<Duration> },
     #[error("token endpoint unavailable: {detail}")]
     Transient { status: Option<u16>, detail: String },
+    /// Our request budget had nothing left for the refresh: nothing was sent.
+    #[error("no Google request budget left for a token refresh ({scope})")]
+    OverBudget {
+        retry_after: Duration,
+        scope: super::BudgetScope,
+    },
     #[error("token endpoint did not answer within {0:?}")]
     Timeout(Duration),
     #[error("token endpoint answer unreadable: {detail}")]
@@ -123,6 +130,9 @@ struct Inner {
 #[derive(Clone)]
 pub struct TokenProvider {
     source: Source,
+    /// The request budget a refresh draws on, with the connection's key;
+    /// the connection's calendar client draws on it too.
+    budget: Budget,
 }
 
 #[derive(Clone)]
@@ -166,6 +176,7 @@ impl TokenProvider {
         oauth: OAuthClient,
         refresh_token: RefreshToken,
         timeout: Duration,
+        budget: Budget,
     ) -> Self {
         TokenProvider {
             source: Source::Refresh(Arc::new(Inner {
@@ -175,12 +186,14 @@ impl TokenProvider {
                 timeout,
                 cache: Mutex::new(Cached::Empty),
             })),
+            budget,
         }
     }
 
-    pub(crate) fn delegated(tokens: DelegatedTokens) -> Self {
+    pub(crate) fn delegated(tokens: DelegatedTokens, budget: Budget) -> Self {
         TokenProvider {
             source: Source::Delegated(tokens),
+            budget,
         }
     }
 
@@ -188,14 +201,21 @@ impl TokenProvider {
     pub(crate) fn unconfigured(var: &'static str) -> Self {
         TokenProvider {
             source: Source::Unconfigured(var),
+            budget: Budget::new(None),
         }
+    }
+
+    /// The budget (with the connection's key) the calendar client of this
+    /// connection draws on too.
+    pub(crate) fn budget(&self) -> &Budget {
+        &self.budget
     }
 
     /// A valid access token: the cached one, or a fresh one from the token
     /// endpoint.
     pub async fn access_token(&self) -> Result<AccessToken, TokenError> {
         match &self.source {
-            Source::Refresh(inner) => inner.access_token().await,
+            Source::Refresh(inner) => inner.access_token(&self.budget).await,
             Source::Delegated(tokens) => tokens.access_token().await,
             Source::Unconfigured(var) => Err(TokenError::NotConfigured { var }),
         }
@@ -213,7 +233,7 @@ impl TokenProvider {
 }
 
 impl Inner {
-    async fn access_token(&self) -> Result<AccessToken, TokenError> {
+    async fn access_token(&self, budget: &Budget) -> Result<AccessToken, TokenError> {
         let mut cache = self.cache.lock().await;
         match &*cache {
             Cached::Valid { token, refresh_at } if Instant::now() < *refresh_at => {
@@ -226,7 +246,7 @@ impl Inner {
             }
             _ => {}
         }
-        match super::observe::observe("token.refresh", self.refresh()).await {
+        match super::observe::observe("token.refresh", self.refresh(budget)).await {
             Ok((token, lifetime)) => {
                 let margin = EXPIRY_MARGIN.min(lifetime / 2);
                 *cache = Cached::Valid {
@@ -255,7 +275,28 @@ impl Inner {
         }
     }
 
-    async fn refresh(&self) -> Result<(AccessToken, Duration), TokenError> {
+    async fn refresh(&self, budget: &Budget) -> Result<(AccessToken, Duration), TokenError> {
+        budget
+            .acquire(CallKind::Token)
+            .await
+            .map_err(|over| TokenError::OverBudget {
+                retry_after: over.retry_after,
+                scope: over.scope,
+            })?;
+        let result = self.refresh_now().await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(TokenError::InvalidGrant { .. }) => "invalid_grant",
+            Err(TokenError::RateLimited { .. }) => "rate_limited",
+            Err(TokenError::Transient { .. }) => "transient",
+            Err(TokenError::Timeout(_)) => "timeout",
+            Err(_) => "refused",
+        };
+        budget::record(CallKind::Token, outcome);
+        result
+    }
+
+    async fn refresh_now(&self) -> Result<(AccessToken, Duration), TokenError> {
         let inner = self;
         let form = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("grant_type", "refresh_token")

@@ -64,9 +64,10 @@ impl SyncDeps {
         if let Some(subject) = &connection.subject {
             // The service account keeps one cache per member, shared by all
             // of that member's connections; nothing to keep per connection.
-            return Ok(self
-                .google
-                .calendar_client_with(self.google.delegated_provider(subject)));
+            return Ok(self.google.calendar_client_with(
+                self.google
+                    .delegated_provider(&connection.id.to_string(), subject),
+            ));
         }
         let stored = connection.refresh_token_enc.as_deref().ok_or_else(|| {
             JobError::Fatal(format!(
@@ -93,7 +94,11 @@ impl SyncDeps {
                 ),
                 schedule: BackoffSchedule::OPERATOR,
             })?;
-        let provider = self.google.token_provider(token);
+        // Keyed by the connection: each is one Google principal with its own
+        // per-user budget.
+        let provider = self
+            .google
+            .token_provider_for(&connection.id.to_string(), token);
         cache.insert(connection.id, (stored.to_vec(), provider.clone()));
         Ok(self.google.calendar_client_with(provider))
     }

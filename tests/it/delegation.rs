@@ -558,7 +558,7 @@ async fn a_token_near_expiry_is_refreshed_before_a_call_fails() {
     // Tokens live two seconds: ours refreshes one second before that.
     let clinic = Clinic::start_with(&[ALICE], Duration::from_secs(2), false).await;
     let google = client_for(&clinic).await;
-    let provider = google.delegated_provider(&Subject::new(ALICE));
+    let provider = google.delegated_provider("1", &Subject::new(ALICE));
     let client = google.calendar_client_with(provider);
     let calendar = CalendarId::new(ALICE);
     let query = ListQuery::full(Utc::now() - Days::days(1));
@@ -620,7 +620,7 @@ async fn an_absurd_expires_in_is_a_token_error_never_a_panic() {
             .with_service_account(&key_file)
             .await
             .unwrap();
-        let provider = google.delegated_provider(&Subject::new(ALICE));
+        let provider = google.delegated_provider("1", &Subject::new(ALICE));
         let result = provider.access_token().await;
         if expect_ok {
             // Representable but absurd: used, yet never trusted beyond an hour.
@@ -666,7 +666,7 @@ async fn fixture_service_accounts_are_checked_and_admin_routes_toggle_delegation
     .await;
     assert_eq!(http, 200);
     let google = client_for(&clinic).await;
-    let provider = google.delegated_provider(&Subject::new(ALICE));
+    let provider = google.delegated_provider("1", &Subject::new(ALICE));
     provider
         .access_token()
         .await

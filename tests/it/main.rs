@@ -17,6 +17,7 @@ mod pool;
 mod pull;
 mod push;
 mod queue;
+mod quota;
 mod realtime;
 mod realtime_streams;
 mod redis_tls;
