@@ -332,7 +332,7 @@ async fn a_delegated_connection_imports_and_pushes_with_grants_for_its_member_on
     let text = clinic.run(&["status"], "").await;
     let text = stdout(&text);
     assert!(
-        text.contains(&format!("auth delegated as {ALICE}")),
+        text.contains("AUTH") && text.contains(&format!("delegated as {ALICE}")),
         "{text}"
     );
 
