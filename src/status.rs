@@ -41,6 +41,10 @@ pub struct ConnectionStatus {
     /// The connection's most recent conflict: which side won, what kind, the
     /// losing values and when.
     pub last_conflict: Option<sqlx::types::Json<serde_json::Value>>,
+    /// When the connection's live notification channel expires; `null`
+    /// without one (polling at `PLANSYNC_POLL_INTERVAL_SECS` then).
+    #[serde(with = "timestamp::option")]
+    pub channel_expires_at: Option<DateTime<Utc>>,
 }
 
 /// The job queue. `depth` counts queued jobs (due or not, claimable or
@@ -149,6 +153,14 @@ impl StatusReport {
                 c.region,
                 flags.join(","),
                 when(&c.last_pull_at)
+            );
+            let _ = writeln!(
+                out,
+                "      notification channel: {}",
+                c.channel_expires_at.map_or("none (polling)".to_owned(), |t| format!(
+                    "live until {}",
+                    timestamp::format(&t)
+                ))
             );
             if let Some(err) = &c.last_error {
                 let _ = writeln!(out, "      last error: {err}");

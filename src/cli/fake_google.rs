@@ -19,6 +19,10 @@ pub struct FakeGoogleArgs {
     /// Cap every events.list page at this many items.
     #[arg(long)]
     page_cap: Option<usize>,
+    /// Grant notification channels at most this many seconds (default: a
+    /// week, as Google), so renewals can be watched.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    channel_ttl_secs: Option<u64>,
 }
 
 pub async fn run(args: FakeGoogleArgs) -> anyhow::Result<ExitCode> {
@@ -29,6 +33,9 @@ pub async fn run(args: FakeGoogleArgs) -> anyhow::Result<ExitCode> {
         addr: args.addr,
         fixtures: Some(args.fixtures.clone()),
         page_cap: args.page_cap,
+        channel_ttl: args
+            .channel_ttl_secs
+            .map_or(FakeGoogleOptions::default().channel_ttl, std::time::Duration::from_secs),
         ..FakeGoogleOptions::default()
     })
     .await

@@ -75,6 +75,9 @@ pub struct FakeGoogleOptions {
     /// POST an `exists` notification to every live channel of a calendar
     /// after each change of it, as Google does.
     pub notify_on_change: bool,
+    /// The longest notification-channel lifetime granted (Google: a week by
+    /// default); shorter ones let tests watch renewals.
+    pub channel_ttl: Duration,
 }
 
 impl Default for FakeGoogleOptions {
@@ -85,6 +88,7 @@ impl Default for FakeGoogleOptions {
             page_cap: None,
             access_token_ttl: Duration::from_secs(3599),
             notify_on_change: true,
+            channel_ttl: watch::DEFAULT_TTL,
         }
     }
 }
@@ -157,6 +161,7 @@ pub(crate) struct Inner {
 pub(crate) struct Shared {
     inner: Mutex<Inner>,
     notify_on_change: bool,
+    http: watch::NotifyClient,
 }
 
 impl Shared {
@@ -191,7 +196,7 @@ impl Shared {
             .channels
             .next_message(channel_id)
             .ok_or_else(|| NotifyError::NoChannel(channel_id.to_owned()))?;
-        watch::post(&channel, state).await
+        watch::post(&self.http, &channel, state).await
     }
 }
 
@@ -231,10 +236,11 @@ impl FakeGoogle {
                 oauth,
                 faults: Faults::default(),
                 log: RequestLog::default(),
-                channels: Channels::default(),
+                channels: Channels::new(options.channel_ttl),
                 page_cap: options.page_cap,
             }),
             notify_on_change: options.notify_on_change,
+            http: watch::notify_client(),
         });
         let listener = tokio::net::TcpListener::bind(options.addr)
             .await
@@ -431,9 +437,15 @@ impl FakeGoogle {
         self.shared.lock().log.clear();
     }
 
-    /// The registered notification channels.
+    /// The registered notification channels (not stopped; expired ones
+    /// included: see [`Channel::is_live`]).
     pub fn channels(&self) -> Vec<Channel> {
         self.shared.lock().channels.list()
+    }
+
+    /// The channels `channels.stop` stopped, in that order.
+    pub fn stopped_channels(&self) -> Vec<Channel> {
+        self.shared.lock().channels.stopped()
     }
 
     /// POSTs one notification on a channel now; returns the receiver's status.

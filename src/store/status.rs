@@ -30,7 +30,10 @@ pub async fn connections(
                   'detectedAt', to_char(k.detected_at AT TIME ZONE 'UTC', \
                       'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')) \
               FROM plansync.conflicts k WHERE k.connection_id = c.id \
-              ORDER BY k.id DESC LIMIT 1) AS last_conflict \
+              ORDER BY k.id DESC LIMIT 1) AS last_conflict, \
+             (SELECT max(ch.expires_at) FROM plansync.channels ch \
+              WHERE ch.connection_id = c.id AND ch.state = 'live' AND ch.retired_at IS NULL \
+                AND ch.expires_at > now()) AS channel_expires_at \
          FROM plansync.connections c \
          WHERE $1::BIGINT IS NULL OR c.user_id = $1 \
          ORDER BY c.id",

@@ -1,6 +1,6 @@
 //! `run`'s HTTP side: `/healthz` (the process answers), `/readyz` (the
-//! database answers), `/metrics` (Prometheus text). The Google notification
-//! route joins this router in a later issue.
+//! database answers), `/metrics` (Prometheus text), and Google's
+//! notifications ([`super::notifications`]).
 
 use std::time::Duration;
 
@@ -24,7 +24,11 @@ pub fn router(pool: PgPool, metrics: Option<PrometheusHandle>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
-        .with_state(AppState { pool, metrics })
+        .with_state(AppState {
+            pool: pool.clone(),
+            metrics,
+        })
+        .merge(super::notifications::router(pool))
 }
 
 async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {

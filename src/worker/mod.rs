@@ -10,8 +10,11 @@
 //!   pass): rescue expired leases of the region, enqueue a pull, due at once,
 //!   for each due connection ([`store::jobs::schedule_pulls`]: never pulled, or
 //!   not since its polling slot began; slots are `PLANSYNC_POLL_INTERVAL_SECS`
-//!   long, shifted per connection by a stable offset), and prune finished jobs
-//!   older than an hour. The scheduler never postpones a job it enqueues.
+//!   long, shifted per connection by a stable offset;
+//!   `PLANSYNC_POLL_BACKSTOP_SECS` for a connection with a live notification
+//!   channel), channel upkeep (watch jobs, see [`crate::sync::watch`]), and
+//!   prune finished jobs older than an hour. The scheduler never postpones a
+//!   job it enqueues.
 //! - **Each job** runs in a `job` tracing span (id, kind, connection,
 //!   attempt) with a heartbeat extending its lease every third of it; when a
 //!   heartbeat finds the lease gone, the job's token is cancelled, the handler
@@ -23,6 +26,7 @@
 
 pub mod handler;
 pub mod http;
+pub mod notifications;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,6 +55,10 @@ pub mod metric {
     pub const FAILED: &str = "plansync_jobs_failed_total";
     pub const DEAD: &str = "plansync_jobs_dead_total";
     pub const DURATION: &str = "plansync_job_duration_seconds";
+    /// Notifications received on `/google/notifications`, by outcome.
+    pub const NOTIFICATIONS: &str = "plansync_notifications_total";
+    /// Live notification channels of the worker's region (set by the tick).
+    pub const CHANNELS_LIVE: &str = "plansync_channels_live";
 
     /// Registers descriptions with the installed recorder.
     pub fn describe() {
@@ -66,6 +74,13 @@ pub mod metric {
             metrics::Unit::Seconds,
             "Run time of a job, by kind"
         );
+        metrics::describe_counter!(
+            NOTIFICATIONS,
+            "Google notifications received, by outcome (accepted, sync, unknown_channel, \
+             bad_token, stale)"
+        );
+        metrics::describe_gauge!(CHANNELS_LIVE, "Live notification channels of the region");
+        crate::sync::watch::metric::describe();
     }
 }
 
@@ -83,6 +98,11 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     pub shutdown_grace: Duration,
     pub poll_interval: Duration,
+    /// Polling interval of a connection with a live notification channel.
+    pub poll_backstop: Duration,
+    /// `PLANSYNC_WEBHOOK_URL`: the scheduler keeps channels open to it (or,
+    /// unset, stops those left).
+    pub webhook_url: Option<String>,
     pub queue: QueueSettings,
     /// `host:pid`, shown as `lockedBy`.
     pub worker_id: String,
@@ -95,6 +115,8 @@ impl WorkerConfig {
             concurrency: worker.concurrency,
             shutdown_grace: worker.shutdown_grace,
             poll_interval: sync.poll_interval,
+            poll_backstop: sync.poll_backstop,
+            webhook_url: worker.webhook_url.clone(),
             queue: queue.clone(),
             worker_id: default_worker_id(),
         }
@@ -173,18 +195,48 @@ impl<H: JobHandler> Worker<H> {
         &self.inner.queue
     }
 
-    /// One scheduler tick: rescue, schedule due pulls, prune.
+    /// One scheduler tick: rescue, schedule due pulls, channel upkeep, prune.
     pub async fn tick(&self) -> Result<(u64, u64), StoreError> {
         let cfg = &self.inner.config;
+        let pool = self.inner.queue.pool();
         let rescued = self.inner.queue.rescue(&cfg.region).await?;
         let interval = cfg.poll_interval.as_secs().max(1) as i64;
+        // Without a webhook no channel is kept open, so nothing backs off.
+        let backstop = cfg
+            .webhook_url
+            .as_ref()
+            .map(|_| cfg.poll_backstop.as_secs().max(1) as i64);
         let scheduled =
-            store::jobs::schedule_pulls(self.inner.queue.pool(), &cfg.region, interval).await?;
-        store::jobs::prune_finished(self.inner.queue.pool(), KEEP_FINISHED.as_secs_f64()).await?;
-        if scheduled > 0 {
-            tracing::debug!(scheduled, "scheduled pulls");
+            store::jobs::schedule_pulls(pool, &cfg.region, interval, backstop).await?;
+        let upkeep = self.channel_upkeep().await?;
+        store::jobs::prune_finished(pool, KEEP_FINISHED.as_secs_f64()).await?;
+        if scheduled > 0 || upkeep > 0 {
+            tracing::debug!(scheduled, upkeep, "scheduled pulls and channel upkeep");
         }
         Ok((scheduled, rescued.requeued + rescued.dead))
+    }
+
+    /// Watch jobs for connections whose channels need opening, renewing or
+    /// stopping; the refresh tokens of disconnected connections whose stop
+    /// will not run any more; the live-channel gauge. Returns the watch jobs
+    /// scheduled.
+    async fn channel_upkeep(&self) -> Result<u64, StoreError> {
+        let cfg = &self.inner.config;
+        let pool = self.inner.queue.pool();
+        let scheduled =
+            store::channels::schedule_upkeep(pool, &cfg.region, cfg.webhook_url.as_deref())
+                .await?;
+        let settled = store::channels::settle_abandoned(pool, &cfg.region).await?;
+        if settled > 0 {
+            tracing::warn!(
+                connections = settled,
+                "gave up stopping the channels of disconnected connections; tokens forgotten"
+            );
+        }
+        store::channels::prune(pool).await?;
+        let live = store::channels::count_live(pool, &cfg.region).await?;
+        metrics::gauge!(metric::CHANNELS_LIVE).set(live as f64);
+        Ok(scheduled)
     }
 
     /// One pass (`run --once`): a tick, then every due job of the region,
