@@ -81,6 +81,12 @@ pub enum Fault {
         #[serde(with = "millis")]
         millis: Duration,
     },
+    /// The call takes effect at once; its answer comes after the delay (a
+    /// client killed meanwhile never learns what happened).
+    SlowAnswer {
+        #[serde(with = "millis")]
+        millis: Duration,
+    },
     /// The call takes effect, then the client gets a 500 `backendError`
     /// (`then: "error"`) or a dropped connection (`then: "drop"`).
     LoseResponse { then: Lost },

@@ -285,6 +285,7 @@ async fn serve(
         inner.faults.take(op)
     };
     let mut mangle = Mangle::None;
+    let mut answer_after = None;
     match fault {
         None => {}
         Some(Fault::RateLimit {
@@ -305,6 +306,7 @@ async fn serve(
         Some(Fault::BackendError) => return (ApiError::backend_error().into(), Mangle::None),
         Some(Fault::Unavailable) => return (ApiError::unavailable().into(), Mangle::None),
         Some(Fault::Delay { millis }) => tokio::time::sleep(millis).await,
+        Some(Fault::SlowAnswer { millis }) => answer_after = Some(millis),
         Some(Fault::MalformedBody) => mangle = Mangle::Malformed,
         Some(Fault::TruncatedBody) => mangle = Mangle::Truncated,
         Some(Fault::LoseResponse { then: Lost::Error }) => mangle = Mangle::LoseAsError,
@@ -314,6 +316,9 @@ async fn serve(
         Ok(reply) => reply,
         Err(err) => return (err.into(), Mangle::None),
     };
+    if let Some(delay) = answer_after {
+        tokio::time::sleep(delay).await;
+    }
     (reply, mangle)
 }
 

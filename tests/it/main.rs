@@ -7,6 +7,7 @@ mod deltas;
 mod fake_google;
 mod foundation;
 mod google_client;
+mod notifications;
 mod pull;
 mod push;
 mod queue;
