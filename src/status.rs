@@ -157,10 +157,11 @@ impl StatusReport {
             let _ = writeln!(
                 out,
                 "      notification channel: {}",
-                c.channel_expires_at.map_or("none (polling)".to_owned(), |t| format!(
-                    "live until {}",
-                    timestamp::format(&t)
-                ))
+                c.channel_expires_at
+                    .map_or("none (polling)".to_owned(), |t| format!(
+                        "live until {}",
+                        timestamp::format(&t)
+                    ))
             );
             if let Some(err) = &c.last_error {
                 let _ = writeln!(out, "      last error: {err}");

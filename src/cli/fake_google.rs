@@ -33,9 +33,10 @@ pub async fn run(args: FakeGoogleArgs) -> anyhow::Result<ExitCode> {
         addr: args.addr,
         fixtures: Some(args.fixtures.clone()),
         page_cap: args.page_cap,
-        channel_ttl: args
-            .channel_ttl_secs
-            .map_or(FakeGoogleOptions::default().channel_ttl, std::time::Duration::from_secs),
+        channel_ttl: args.channel_ttl_secs.map_or(
+            FakeGoogleOptions::default().channel_ttl,
+            std::time::Duration::from_secs,
+        ),
         ..FakeGoogleOptions::default()
     })
     .await

@@ -92,8 +92,8 @@ pub async fn run(env: &Env, args: RunArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("connecting to {target}"))?;
     let config = WorkerConfig::new(&settings, &sync, &queue);
     let google = GoogleClient::new(&google).context("building the Google client")?;
-    let deps = SyncDeps::new(google, cipher, sync.clone())
-        .with_webhook_url(settings.webhook_url.clone());
+    let deps =
+        SyncDeps::new(google, cipher, sync.clone()).with_webhook_url(settings.webhook_url.clone());
     let worker = Worker::new(pool.clone(), config, SyncJobs::new(deps));
     let relay_settings = RelaySettings {
         retention: outbox_retention,

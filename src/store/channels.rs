@@ -364,7 +364,10 @@ pub struct NotificationTarget {
 }
 
 /// Looks a channel up for the notification endpoint: a read, nothing else.
-pub async fn lookup(pool: &PgPool, id: ChannelId) -> Result<Option<NotificationTarget>, StoreError> {
+pub async fn lookup(
+    pool: &PgPool,
+    id: ChannelId,
+) -> Result<Option<NotificationTarget>, StoreError> {
     let row = sqlx::query_as(
         "SELECT connection_id, token_hash, retired_at IS NOT NULL AS retired \
          FROM plansync.channels \

@@ -104,7 +104,15 @@ pub async fn run(deps: &SyncDeps, ctx: &JobContext, job: &Job) -> Result<Done, J
         if ctx.cancel.is_cancelled() {
             return Err(JobError::LeaseLost);
         }
-        stop(ctx, job, &connection, &client, channel, resource_id.as_deref()).await?;
+        stop(
+            ctx,
+            job,
+            &connection,
+            &client,
+            channel,
+            resource_id.as_deref(),
+        )
+        .await?;
     }
     finish(ctx, job, wanted.is_some()).await
 }
@@ -179,8 +187,8 @@ async fn open(
 }
 
 /// How a stop ended.
-enum Stopped {
-    Stopped,
+enum StopOutcome {
+    Done,
     /// Google no longer knew it (expired, never opened, stopped before).
     Unknown,
     GivenUp(String),
@@ -195,7 +203,7 @@ async fn stop(
     calendar_resource_id: Option<&str>,
 ) -> Result<(), JobError> {
     let outcome = match channel.resource_id.as_deref().or(calendar_resource_id) {
-        None => Stopped::GivenUp(
+        None => StopOutcome::GivenUp(
             "never confirmed by Google and no resource id known to stop it; it expires by itself"
                 .to_owned(),
         ),
@@ -203,8 +211,8 @@ async fn stop(
             .stop_channel(&channel.id.to_string(), resource_id)
             .await
         {
-            Ok(()) => Stopped::Stopped,
-            Err(GoogleError::NotFound { .. } | GoogleError::Gone { .. }) => Stopped::Unknown,
+            Ok(()) => StopOutcome::Done,
+            Err(GoogleError::NotFound { .. } | GoogleError::Gone { .. }) => StopOutcome::Unknown,
             Err(err)
                 if !connection.active
                     && matches!(
@@ -212,15 +220,15 @@ async fn stop(
                         NextStep::NeedsReauth | NextStep::CalendarGone | NextStep::GiveUp
                     ) =>
             {
-                Stopped::GivenUp(format!("stopping it failed for good: {err}"))
+                StopOutcome::GivenUp(format!("stopping it failed for good: {err}"))
             }
             Err(err) => return Err(google_failure(&ctx.pool, job, connection.id, err).await),
         },
     };
     let (label, error) = match &outcome {
-        Stopped::Stopped => ("stopped", None),
-        Stopped::Unknown => ("unknown", None),
-        Stopped::GivenUp(why) => ("given_up", Some(why.as_str())),
+        StopOutcome::Done => ("stopped", None),
+        StopOutcome::Unknown => ("unknown", None),
+        StopOutcome::GivenUp(why) => ("given_up", Some(why.as_str())),
     };
     let mut tx = ctx.pool.begin().await?;
     job.fence(&mut tx).await?;
@@ -228,8 +236,12 @@ async fn stop(
     tx.commit().await?;
     metrics::counter!(metric::STOPPED, "outcome" => label).increment(1);
     match error {
-        None => tracing::info!(channel = %channel.id, outcome = label, "notification channel stopped"),
-        Some(why) => tracing::warn!(channel = %channel.id, reason = why, "notification channel given up"),
+        None => {
+            tracing::info!(channel = %channel.id, outcome = label, "notification channel stopped")
+        }
+        Some(why) => {
+            tracing::warn!(channel = %channel.id, reason = why, "notification channel given up")
+        }
     }
     Ok(())
 }

@@ -206,8 +206,7 @@ impl<H: JobHandler> Worker<H> {
             .webhook_url
             .as_ref()
             .map(|_| cfg.poll_backstop.as_secs().max(1) as i64);
-        let scheduled =
-            store::jobs::schedule_pulls(pool, &cfg.region, interval, backstop).await?;
+        let scheduled = store::jobs::schedule_pulls(pool, &cfg.region, interval, backstop).await?;
         let upkeep = self.channel_upkeep().await?;
         store::jobs::prune_finished(pool, KEEP_FINISHED.as_secs_f64()).await?;
         if scheduled > 0 || upkeep > 0 {
@@ -224,8 +223,7 @@ impl<H: JobHandler> Worker<H> {
         let cfg = &self.inner.config;
         let pool = self.inner.queue.pool();
         let scheduled =
-            store::channels::schedule_upkeep(pool, &cfg.region, cfg.webhook_url.as_deref())
-                .await?;
+            store::channels::schedule_upkeep(pool, &cfg.region, cfg.webhook_url.as_deref()).await?;
         let settled = store::channels::settle_abandoned(pool, &cfg.region).await?;
         if settled > 0 {
             tracing::warn!(

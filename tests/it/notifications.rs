@@ -231,9 +231,11 @@ async fn delta_with_summary(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Value>
             .await
             .unwrap_or_else(|_| panic!("no delta for {summary:?}"))
             .unwrap();
-        let found = message["deltas"].as_array().unwrap().iter().any(|d| {
-            d["data"]["appointment"]["summary"] == summary && d["source"] == "google"
-        });
+        let found = message["deltas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["data"]["appointment"]["summary"] == summary && d["source"] == "google");
         if found {
             return;
         }
@@ -588,13 +590,7 @@ async fn without_a_webhook_no_channel_opens_earlier_ones_are_stopped_and_polling
     with.stop().await;
 
     // …is stopped once it is gone, and then no watch job is created.
-    let polling = Run::start_at(
-        &app,
-        &addr,
-        false,
-        &[("PLANSYNC_POLL_INTERVAL_SECS", "1")],
-    )
-    .await;
+    let polling = Run::start_at(&app, &addr, false, &[("PLANSYNC_POLL_INTERVAL_SECS", "1")]).await;
     eventually(WAIT, "the channel to be stopped", || async {
         app.google
             .stopped_channels()
@@ -672,18 +668,18 @@ async fn a_replica_killed_while_opening_a_channel_leaves_one_live_channel_after_
         app.google.channels().into_iter().next()
     })
     .await;
-    let recorded: String = sqlx::query_scalar(
-        "SELECT state FROM plansync.channels WHERE id = $1::TEXT::UUID",
-    )
-    .bind(&pending.id)
-    .fetch_one(&app.app.pool)
-    .await
-    .unwrap();
+    let recorded: String =
+        sqlx::query_scalar("SELECT state FROM plansync.channels WHERE id = $1::TEXT::UUID")
+            .bind(&pending.id)
+            .fetch_one(&app.app.pool)
+            .await
+            .unwrap();
     assert_eq!(recorded, "opening", "recorded before Google was called");
     first.kill().await;
 
     let second = Run::start_at(&app, &addr, true, &lease).await;
-    let replacement = wait_for_live_channel(&app, "primary", &[pending.id.clone()]).await;
+    let replacement =
+        wait_for_live_channel(&app, "primary", std::slice::from_ref(&pending.id)).await;
     eventually(WAIT, "the pending channel to be stopped", || async {
         app.google
             .stopped_channels()
