@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::StoreError;
 use crate::channel::ChannelId;
-use crate::ids::ConnectionId;
+use crate::ids::{ConnectionId, JobId};
 
 /// How long notifications of a stopped or replaced channel are answered 200
 /// (and ignored) rather than 404: Google may still deliver a few, and
@@ -352,6 +352,41 @@ pub async fn count_live(pool: &PgPool, region: &str) -> Result<i64, StoreError> 
     .fetch_one(pool)
     .await?;
     Ok(n)
+}
+
+/// The pull an accepted notification asks for: due at once, or — when a
+/// pull of the connection is running (it may have listed before the change)
+/// — a follow-up due `follow_up_delay_secs` later, so the rest of a burst
+/// folds into that one follow-up instead of a pull each. An equal queued
+/// pull absorbs it and keeps its time (a pull waiting out a retry backoff is
+/// not rushed). Wakes idle workers like every enqueue. `None` when the
+/// connection is gone.
+pub async fn enqueue_notified_pull(
+    conn: &mut PgConnection,
+    connection: ConnectionId,
+    follow_up_delay_secs: f64,
+) -> Result<Option<JobId>, StoreError> {
+    let id = sqlx::query_scalar(
+        "WITH ins AS ( \
+             INSERT INTO plansync.jobs (kind, connection_id, region, run_at) \
+             SELECT 'pull', c.id, c.region, \
+                    CASE WHEN EXISTS (SELECT 1 FROM plansync.jobs r \
+                                      WHERE r.connection_id = c.id AND r.state = 'running' \
+                                        AND r.kind IN ('pull', 'full_resync')) \
+                         THEN now() + make_interval(secs => $2) ELSE now() END \
+             FROM plansync.connections c WHERE c.id = $1 \
+             ON CONFLICT (kind, connection_id, (COALESCE(appointment_id, 0))) \
+                 WHERE state = 'queued' \
+             DO UPDATE SET updated_at = now() \
+             RETURNING id, region) \
+         SELECT id FROM ins, LATERAL (SELECT pg_notify($3, ins.region)) n",
+    )
+    .bind(connection)
+    .bind(follow_up_delay_secs)
+    .bind(super::jobs::NOTIFY_CHANNEL)
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(id)
 }
 
 /// What a notification's channel id resolves to.

@@ -9,14 +9,18 @@
 //!   authenticated notification writes to the database.
 //! - **Answers at once.** An accepted `exists` / `not_exists` notification
 //!   enqueues a pull of the channel's connection, due now, deduplicated by the
-//!   queue (a burst is one queued pull, plus at most one follow-up when a pull
-//!   is already running), and answers 200 without waiting for it. A `sync`
+//!   queue, and answers 200 without waiting for it. When a pull of the
+//!   connection is running (it may have listed before the change), the
+//!   notification queues one follow-up due [`FOLLOW_UP_DELAY`] later, into
+//!   which the rest of a burst folds: a burst is one pull, or two. A `sync`
 //!   message only confirms a new channel: nothing is enqueued.
 //! - **Stale channels are acknowledged.** A channel stopped or replaced in
 //!   the last 7 days answers 200 and is ignored, so Google does not retry;
 //!   after that its id is unknown (404).
 //!
 //! Every outcome is counted in `plansync_notifications_total{outcome}`.
+
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -25,12 +29,15 @@ use axum::Router;
 use sqlx::PgPool;
 
 use crate::channel::{token_matches, ChannelId};
-use crate::queue::{JobKind, Queue};
 use crate::store;
 
 use super::metric;
 
 pub const PATH: &str = "/google/notifications";
+
+/// How long the follow-up pull of a notification that arrives while a pull
+/// runs waits: the rest of a burst folds into it.
+const FOLLOW_UP_DELAY: Duration = Duration::from_millis(500);
 
 /// The route, with its own state (the pool), ready to merge into `run`'s router.
 pub fn router(pool: PgPool) -> Router {
@@ -123,11 +130,17 @@ async fn handle(
     }
     let enqueued = async {
         let mut conn = pool.acquire().await?;
-        Queue::enqueue_in(&mut conn, JobKind::Pull, target.connection_id, None, false).await
+        store::channels::enqueue_notified_pull(
+            &mut conn,
+            target.connection_id,
+            FOLLOW_UP_DELAY.as_secs_f64(),
+        )
+        .await
     }
     .await;
     match enqueued {
         Ok(job) => {
+            let job = job.map_or_else(|| "none".to_owned(), |j| j.to_string());
             tracing::debug!(%channel, connection = %target.connection_id, %job, "notification: pull enqueued");
             Outcome::Accepted
         }

@@ -182,6 +182,21 @@ async fn jobs_after(app: &SyncApp, mark: i64) -> Vec<String> {
         .unwrap()
 }
 
+/// No job running and none due: the worker has nothing to do.
+async fn quiescent(app: &SyncApp) {
+    eventually(WAIT, "the worker to be idle", || async {
+        let busy: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM plansync.jobs WHERE state = 'running' \
+             OR (state = 'queued' AND run_at <= now())",
+        )
+        .fetch_one(&app.app.pool)
+        .await
+        .unwrap();
+        (busy == 0).then_some(())
+    })
+    .await;
+}
+
 async fn pulls_in_flight(app: &SyncApp) -> i64 {
     sqlx::query_scalar(
         "SELECT count(*) FROM plansync.jobs WHERE kind IN ('pull', 'full_resync') \
@@ -362,10 +377,7 @@ async fn forged_and_unknown_notifications_are_refused_and_a_burst_is_one_or_two_
     app.connect(1, "primary", &[]).await;
     let run = Run::start(&app, true, &[]).await;
     let channel = wait_for_live_channel(&app, "primary", &[]).await;
-    eventually(WAIT, "the first sync to settle", || async {
-        (pulls_in_flight(&app).await == 0).then_some(())
-    })
-    .await;
+    quiescent(&app).await;
 
     // Refused requests write nothing at all.
     let snapshot = || async {
