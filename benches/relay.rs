@@ -93,9 +93,10 @@ async fn main() {
     let prefix = format!("bench:{}:", std::process::id());
     let settings = RedisSettings {
         url: redis_url(),
-        delta_mode: DeltaMode::Json,
+        delta_mode: DeltaMode::JSON,
         prefix: prefix.clone(),
         socketio_key: "socket.io".into(),
+        ..RedisSettings::default()
     };
 
     // Latency at a steady 1,000 changes/s.

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -80,33 +81,36 @@ impl Env {
         }
     }
 
-    /// A whole number of seconds, at least `min`.
-    fn secs_or(&self, var: &'static str, default: u64, min: u64) -> Result<Duration, ConfigError> {
-        let secs: u64 = self.parse_or(var, default)?;
-        if secs < min {
-            return Err(ConfigError::Invalid {
-                var,
-                reason: format!("{secs} is below the minimum of {min} seconds"),
-            });
-        }
-        Ok(Duration::from_secs(secs))
-    }
-
-    fn positive<T>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
+    /// A number within `min..=max`: anything outside is refused naming the
+    /// variable, so no later arithmetic on a setting can overflow.
+    fn ranged<T>(&self, var: &'static str, default: T, min: T, max: T) -> Result<T, ConfigError>
     where
-        T: FromStr + PartialOrd + Default + fmt::Display,
+        T: FromStr + PartialOrd + fmt::Display + Copy,
         T::Err: fmt::Display,
     {
         let value = self.parse_or(var, default)?;
-        if value <= T::default() {
+        if value < min || value > max {
             return Err(ConfigError::Invalid {
                 var,
-                reason: format!("{value} must be greater than zero"),
+                reason: format!("{value} is outside the range {min} to {max}"),
             });
         }
         Ok(value)
     }
+
+    /// A whole number of seconds within `min..=max`.
+    fn secs_in(
+        &self,
+        var: &'static str,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> Result<Duration, ConfigError> {
+        self.ranged(var, default, min, max).map(Duration::from_secs)
+    }
 }
+
+const DAY_SECS: u64 = 86_400;
 
 /// A database URL; its `Debug` hides the password.
 #[derive(Clone)]
@@ -119,15 +123,7 @@ impl DatabaseUrl {
 
     /// The URL with any password replaced, for messages.
     pub fn redacted(&self) -> String {
-        match url::Url::parse(self.expose_secret()) {
-            Ok(mut url) => {
-                if url.password().is_some() {
-                    let _ = url.set_password(Some("REDACTED"));
-                }
-                url.to_string()
-            }
-            Err(_) => "<unparseable DATABASE_URL>".to_owned(),
-        }
+        redacted_url(self.expose_secret())
     }
 
     /// The name of the database this URL points at.
@@ -177,42 +173,139 @@ impl DatabaseSettings {
     }
 }
 
-/// How deltas are published (see DESIGN.md, Redis).
+/// How deltas are published (see DESIGN.md, Redis): any non-empty set of
+/// the `json`, `socketio` and `streams` formats, written as a comma-separated
+/// list (`json,streams`); `both` stands for `json,socketio`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeltaMode {
-    Json,
-    SocketIo,
-    Both,
+pub struct DeltaMode {
+    json: bool,
+    socketio: bool,
+    streams: bool,
 }
 
 impl DeltaMode {
+    pub const JSON: DeltaMode = DeltaMode {
+        json: true,
+        socketio: false,
+        streams: false,
+    };
+    pub const SOCKETIO: DeltaMode = DeltaMode {
+        json: false,
+        socketio: true,
+        streams: false,
+    };
+    pub const BOTH: DeltaMode = DeltaMode {
+        json: true,
+        socketio: true,
+        streams: false,
+    };
+    pub const STREAMS: DeltaMode = DeltaMode {
+        json: false,
+        socketio: false,
+        streams: true,
+    };
+
+    /// `PUBLISH` of the JSON message on the per-user channel.
     pub fn json(self) -> bool {
-        matches!(self, DeltaMode::Json | DeltaMode::Both)
+        self.json
     }
 
+    /// `PUBLISH` in the `@socket.io/redis-emitter` format.
     pub fn socketio(self) -> bool {
-        matches!(self, DeltaMode::SocketIo | DeltaMode::Both)
+        self.socketio
+    }
+
+    /// `XADD` to the stream of `@socket.io/redis-streams-adapter`.
+    pub fn streams(self) -> bool {
+        self.streams
+    }
+
+    /// Every format of `self` and of `other`.
+    pub fn with(self, other: DeltaMode) -> DeltaMode {
+        DeltaMode {
+            json: self.json || other.json,
+            socketio: self.socketio || other.socketio,
+            streams: self.streams || other.streams,
+        }
     }
 }
 
 impl FromStr for DeltaMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "json" => Ok(DeltaMode::Json),
-            "socketio" => Ok(DeltaMode::SocketIo),
-            "both" => Ok(DeltaMode::Both),
-            other => Err(format!("{other:?} is not one of json, socketio, both")),
+        let none = DeltaMode {
+            json: false,
+            socketio: false,
+            streams: false,
+        };
+        let mut mode = none;
+        for part in s.split(',').map(str::trim) {
+            mode = mode.with(match part {
+                "json" => DeltaMode::JSON,
+                "socketio" => DeltaMode::SOCKETIO,
+                "both" => DeltaMode::BOTH,
+                "streams" => DeltaMode::STREAMS,
+                other => {
+                    return Err(format!(
+                        "{other:?} is not one of json, socketio, both, streams \
+                         (or a comma-separated list of them)"
+                    ))
+                }
+            });
         }
+        Ok(mode)
     }
 }
 
-#[derive(Debug, Clone)]
+/// `raw` with its password, if any, replaced, for messages and logs.
+pub fn redacted_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                let _ = url.set_password(Some("REDACTED"));
+            }
+            url.to_string()
+        }
+        Err(_) => "<unparseable URL>".to_owned(),
+    }
+}
+
+#[derive(Clone)]
 pub struct RedisSettings {
+    /// `redis://` or `rediss://` (TLS); may hold a password, so it is shown
+    /// only through [`redacted_url`].
     pub url: String,
     pub delta_mode: DeltaMode,
     pub prefix: String,
     pub socketio_key: String,
+    /// The stream of the `streams` mode (`PLANSYNC_SOCKETIO_STREAM`).
+    pub socketio_stream: String,
+    /// Its approximate `MAXLEN` trim (`PLANSYNC_SOCKETIO_STREAM_MAXLEN`).
+    pub socketio_stream_maxlen: u64,
+    /// PEM CA certificates trusted for `rediss://` besides the system roots
+    /// (`PLANSYNC_REDIS_CA_FILE`).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &redacted_url(&self.url))
+            .field("delta_mode", &self.delta_mode)
+            .field("prefix", &self.prefix)
+            .field("socketio_key", &self.socketio_key)
+            .field("socketio_stream", &self.socketio_stream)
+            .field("socketio_stream_maxlen", &self.socketio_stream_maxlen)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+/// The settings of an empty environment: a local Redis, `json` mode.
+impl Default for RedisSettings {
+    fn default() -> Self {
+        RedisSettings::from_env(&Env::default()).expect("the defaults are valid")
+    }
 }
 
 impl RedisSettings {
@@ -224,11 +317,31 @@ impl RedisSettings {
                 reason: "must start with redis:// or rediss://".to_owned(),
             });
         }
+        let ca_file = env.raw("PLANSYNC_REDIS_CA_FILE").map(PathBuf::from);
+        // A CA file with a plain URL means TLS was intended and is not on:
+        // refuse rather than talk in the clear.
+        if ca_file.is_some() && !url.starts_with("rediss://") {
+            return Err(ConfigError::Invalid {
+                var: "PLANSYNC_REDIS_CA_FILE",
+                reason: format!(
+                    "is set but REDIS_URL ({}) is not a rediss:// (TLS) URL",
+                    redacted_url(&url)
+                ),
+            });
+        }
         Ok(RedisSettings {
             url,
-            delta_mode: env.parse_or("PLANSYNC_DELTA_MODE", DeltaMode::Json)?,
+            delta_mode: env.parse_or("PLANSYNC_DELTA_MODE", DeltaMode::JSON)?,
             prefix: env.raw("PLANSYNC_REDIS_PREFIX").unwrap_or("").to_owned(),
             socketio_key: env.string_or("PLANSYNC_SOCKETIO_KEY", "socket.io"),
+            socketio_stream: env.string_or("PLANSYNC_SOCKETIO_STREAM", "socket.io"),
+            socketio_stream_maxlen: env.ranged(
+                "PLANSYNC_SOCKETIO_STREAM_MAXLEN",
+                10_000,
+                1,
+                100_000_000,
+            )?,
+            ca_file,
         })
     }
 }
@@ -324,7 +437,31 @@ pub fn region(env: &Env) -> Result<String, ConfigError> {
 /// (`PLANSYNC_OUTBOX_RETENTION_SECS`, default one day; an extension of
 /// DESIGN.md's table).
 pub fn outbox_retention(env: &Env) -> Result<Duration, ConfigError> {
-    env.secs_or("PLANSYNC_OUTBOX_RETENTION_SECS", 86_400, 0)
+    env.secs_in(
+        "PLANSYNC_OUTBOX_RETENTION_SECS",
+        DAY_SECS,
+        0,
+        366 * DAY_SECS,
+    )
+}
+
+/// Deltas per published message at most (`PLANSYNC_MAX_DELTAS_PER_MESSAGE`,
+/// default 100).
+pub fn max_deltas_per_message(env: &Env) -> Result<usize, ConfigError> {
+    env.ranged("PLANSYNC_MAX_DELTAS_PER_MESSAGE", 100, 1, 100_000)
+}
+
+/// The bearer token of `run`'s API routes (`PLANSYNC_API_TOKEN`); unset, the
+/// routes are not served at all.
+pub fn api_token(env: &Env) -> Result<Option<crate::ids::ApiToken>, ConfigError> {
+    match env.raw("PLANSYNC_API_TOKEN") {
+        None => Ok(None),
+        Some(raw) if raw.trim() != raw || raw.len() < 16 => Err(ConfigError::Invalid {
+            var: "PLANSYNC_API_TOKEN",
+            reason: "must be at least 16 characters, without surrounding spaces".to_owned(),
+        }),
+        Some(raw) => Ok(Some(crate::ids::ApiToken::new(raw))),
+    }
 }
 
 /// Retry and lease policy of the job queue.
@@ -333,14 +470,31 @@ pub struct QueueSettings {
     pub max_attempts: i32,
     pub retry_base: Duration,
     pub lease: Duration,
+    /// The longest a failing connection waits before its next pull
+    /// (`PLANSYNC_POLL_BACKSTOP_SECS`).
+    pub connection_backoff_cap: Duration,
+    /// How long dead jobs are kept (`PLANSYNC_DEAD_JOB_RETENTION_SECS`).
+    pub dead_retention: Duration,
 }
 
 impl QueueSettings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(QueueSettings {
-            max_attempts: env.positive("PLANSYNC_MAX_ATTEMPTS", 8)?,
-            retry_base: env.secs_or("PLANSYNC_RETRY_BASE_SECS", 5, 0)?,
-            lease: env.secs_or("PLANSYNC_LEASE_SECS", 60, 1)?,
+            max_attempts: env.ranged("PLANSYNC_MAX_ATTEMPTS", 8, 1, 1000)?,
+            retry_base: env.secs_in("PLANSYNC_RETRY_BASE_SECS", 5, 0, 3600)?,
+            lease: env.secs_in("PLANSYNC_LEASE_SECS", 60, 1, DAY_SECS)?,
+            connection_backoff_cap: env.secs_in(
+                "PLANSYNC_POLL_BACKSTOP_SECS",
+                3600,
+                1,
+                7 * DAY_SECS,
+            )?,
+            dead_retention: env.secs_in(
+                "PLANSYNC_DEAD_JOB_RETENTION_SECS",
+                7 * DAY_SECS,
+                0,
+                3660 * DAY_SECS,
+            )?,
         })
     }
 }
@@ -352,15 +506,18 @@ pub struct SyncSettings {
     pub lookback_days: u32,
     pub poll_interval: Duration,
     pub poll_backstop: Duration,
+    /// Pages one pull may list before it fails (`PLANSYNC_MAX_PAGES`).
+    pub max_pages: u32,
 }
 
 impl SyncSettings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(SyncSettings {
-            bulk_threshold: env.positive("PLANSYNC_BULK_THRESHOLD", 50)?,
-            lookback_days: env.parse_or("PLANSYNC_LOOKBACK_DAYS", 90)?,
-            poll_interval: env.secs_or("PLANSYNC_POLL_INTERVAL_SECS", 300, 1)?,
-            poll_backstop: env.secs_or("PLANSYNC_POLL_BACKSTOP_SECS", 3600, 1)?,
+            bulk_threshold: env.ranged("PLANSYNC_BULK_THRESHOLD", 50, 1, 1_000_000)?,
+            lookback_days: env.ranged("PLANSYNC_LOOKBACK_DAYS", 90, 0, 36_500)?,
+            poll_interval: env.secs_in("PLANSYNC_POLL_INTERVAL_SECS", 300, 1, 7 * DAY_SECS)?,
+            poll_backstop: env.secs_in("PLANSYNC_POLL_BACKSTOP_SECS", 3600, 1, 7 * DAY_SECS)?,
+            max_pages: env.ranged("PLANSYNC_MAX_PAGES", 4000, 1, 1_000_000)?,
         })
     }
 }
@@ -383,8 +540,8 @@ impl WorkerSettings {
         }
         Ok(WorkerSettings {
             region: region(env)?,
-            concurrency: env.positive("PLANSYNC_CONCURRENCY", 16)?,
-            shutdown_grace: env.secs_or("PLANSYNC_SHUTDOWN_GRACE_SECS", 30, 0)?,
+            concurrency: env.ranged("PLANSYNC_CONCURRENCY", 16, 1, 4096)?,
+            shutdown_grace: env.secs_in("PLANSYNC_SHUTDOWN_GRACE_SECS", 30, 0, DAY_SECS)?,
             http_addr: env.parse_or(
                 "PLANSYNC_HTTP_ADDR",
                 SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -430,7 +587,9 @@ mod tests {
         assert_eq!(queue.retry_base, Duration::from_secs(5));
         assert_eq!(queue.lease, Duration::from_secs(60));
         let redis = RedisSettings::from_env(&env).unwrap();
-        assert_eq!(redis.delta_mode, DeltaMode::Json);
+        assert_eq!(redis.delta_mode, DeltaMode::JSON);
+        assert_eq!(redis.socketio_stream, "socket.io");
+        assert_eq!(redis.socketio_stream_maxlen, 10_000);
         assert_eq!(redis.socketio_key, "socket.io");
         let worker = WorkerSettings::from_env(&env).unwrap();
         assert_eq!(worker.region, "default");
@@ -475,6 +634,28 @@ mod tests {
     }
 
     #[test]
+    fn the_api_token_is_optional_but_never_weak_and_messages_are_bounded() {
+        assert!(api_token(&Env::default()).unwrap().is_none());
+        let token = api_token(&Env::from_pairs([(
+            "PLANSYNC_API_TOKEN",
+            "a-long-enough-token",
+        )]))
+        .unwrap()
+        .unwrap();
+        assert!(token.verify("a-long-enough-token"));
+        let err = api_token(&Env::from_pairs([("PLANSYNC_API_TOKEN", "short")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("PLANSYNC_API_TOKEN is invalid") && !err.contains("short"),
+            "{err}"
+        );
+        assert_eq!(max_deltas_per_message(&Env::default()).unwrap(), 100);
+        let zero = Env::from_pairs([("PLANSYNC_MAX_DELTAS_PER_MESSAGE", "0")]);
+        assert!(max_deltas_per_message(&zero).is_err());
+    }
+
+    #[test]
     fn base_url_gets_its_trailing_slash() {
         let env = Env::from_pairs([
             ("GOOGLE_CALENDAR_BASE_URL", "http://127.0.0.1:9/calendar/v3"),
@@ -483,5 +664,49 @@ mod tests {
         ]);
         let google = GoogleSettings::from_env(&env).unwrap();
         assert_eq!(google.calendar_base_url, "http://127.0.0.1:9/calendar/v3/");
+    }
+
+    #[test]
+    fn delta_mode_takes_a_list_and_keeps_the_old_values() {
+        let mode = |s: &str| s.parse::<DeltaMode>();
+        assert_eq!(mode("json"), Ok(DeltaMode::JSON));
+        assert_eq!(mode("socketio"), Ok(DeltaMode::SOCKETIO));
+        assert_eq!(mode("both"), Ok(DeltaMode::BOTH));
+        assert_eq!(mode("json,socketio"), Ok(DeltaMode::BOTH));
+        let m = mode("json, streams").unwrap();
+        assert!(m.json() && m.streams() && !m.socketio());
+        let m = mode("both,streams").unwrap();
+        assert!(m.json() && m.streams() && m.socketio());
+        assert!(mode("json,").is_err());
+        assert!(mode("json,xml").unwrap_err().contains("\"xml\""));
+    }
+
+    #[test]
+    fn redis_tls_settings_are_checked_and_the_password_stays_hidden() {
+        let env = Env::from_pairs([
+            ("REDIS_URL", "redis://:hunter2@cache:6379"),
+            ("PLANSYNC_REDIS_CA_FILE", "/etc/ca.pem"),
+        ]);
+        let err = RedisSettings::from_env(&env).unwrap_err().to_string();
+        assert!(
+            err.starts_with("PLANSYNC_REDIS_CA_FILE is invalid"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+
+        let env = Env::from_pairs([
+            ("REDIS_URL", "rediss://:hunter2@cache:6380"),
+            ("PLANSYNC_REDIS_CA_FILE", "/etc/ca.pem"),
+            ("PLANSYNC_SOCKETIO_STREAM_MAXLEN", "500"),
+        ]);
+        let redis = RedisSettings::from_env(&env).unwrap();
+        assert_eq!(redis.ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(redis.socketio_stream_maxlen, 500);
+        let debug = format!("{redis:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("rediss://:REDACTED@cache:6380"), "{debug}");
+
+        let env = Env::from_pairs([("PLANSYNC_SOCKETIO_STREAM_MAXLEN", "0")]);
+        assert!(RedisSettings::from_env(&env).is_err());
     }
 }

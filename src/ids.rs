@@ -144,6 +144,33 @@ impl fmt::Debug for AccessToken {
     }
 }
 
+/// The bearer token of `run`'s API routes. Checked in constant time: both
+/// sides are hashed to SHA-256 first, so neither the content nor the length
+/// of the token leaks through the comparison's timing.
+#[derive(Clone)]
+pub struct ApiToken(SecretString);
+
+impl ApiToken {
+    pub fn new(value: impl Into<String>) -> Self {
+        ApiToken(SecretString::from(value.into()))
+    }
+
+    /// Whether `presented` is this token.
+    pub fn verify(&self, presented: &str) -> bool {
+        use sha2::{Digest, Sha256};
+        use subtle::ConstantTimeEq;
+        let expected = Sha256::digest(self.0.expose_secret().as_bytes());
+        let presented = Sha256::digest(presented.as_bytes());
+        expected.as_slice().ct_eq(presented.as_slice()).into()
+    }
+}
+
+impl fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiToken([REDACTED])")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +180,16 @@ mod tests {
         let token = RefreshToken::new("1//very-secret");
         assert_eq!(format!("{token:?}"), "RefreshToken([REDACTED])");
         assert!(!format!("{:?}", AccessToken::new("ya29.secret")).contains("secret"));
+        assert!(!format!("{:?}", ApiToken::new("api-secret")).contains("secret"));
+    }
+
+    #[test]
+    fn api_tokens_verify_only_themselves() {
+        let token = ApiToken::new("0123456789abcdef");
+        assert!(token.verify("0123456789abcdef"));
+        assert!(!token.verify("0123456789abcdeF"));
+        assert!(!token.verify("0123456789abcdef "));
+        assert!(!token.verify(""));
     }
 
     #[test]

@@ -7,7 +7,52 @@
 
 use chrono::{DateTime, Utc};
 
+/// The instant standing in for a host's time that no layer can hold
+/// (`infinity`, or a year outside 1..=9999): far outside every valid time, so
+/// it never matches Google's and its push is refused.
+pub const UNSTORABLE_TIME: DateTime<Utc> = DateTime::<Utc>::MIN_UTC;
+
 impl AppointmentFields {
+    /// Why these values cannot be sent to Google as they are, if they cannot:
+    /// times out of range (or infinite), an end before the start, an all-day
+    /// appointment not on midnights, a zone chrono-tz does not know.
+    pub fn push_problem(&self) -> Option<String> {
+        use chrono::{Datelike, Timelike};
+        let storable = |t: &DateTime<Utc>| (1..=9999).contains(&t.year());
+        if !storable(&self.start_at) || !storable(&self.end_at) {
+            return Some(
+                "start_at or end_at is infinite or outside the years 1 to 9999".to_owned(),
+            );
+        }
+        if self.end_at < self.start_at {
+            return Some(format!(
+                "end_at {} is before start_at {}",
+                self.end_at.to_rfc3339(),
+                self.start_at.to_rfc3339()
+            ));
+        }
+        let midnight =
+            |t: &DateTime<Utc>| t.num_seconds_from_midnight() == 0 && t.nanosecond() == 0;
+        if self.all_day && !(midnight(&self.start_at) && midnight(&self.end_at)) {
+            return Some("an all-day appointment whose times are not 00:00 UTC".to_owned());
+        }
+        if self.all_day && self.end_at == self.start_at {
+            return Some("an all-day appointment that ends on the day it starts".to_owned());
+        }
+        for zone in [&self.start_time_zone, &self.end_time_zone]
+            .into_iter()
+            .flatten()
+        {
+            if zone.parse::<chrono_tz::Tz>().is_err() {
+                return Some(format!(
+                    "unknown time zone {:?}",
+                    crate::text::cut(zone, 60)
+                ));
+            }
+        }
+        None
+    }
+
     /// Whether Google holds these same values, as far as a round trip through
     /// Google can tell: an appointment without a zone is sent in the
     /// calendar's zone and comes back with it, and Google keeps times to the

@@ -45,6 +45,22 @@ pub struct ConnectionStatus {
     /// without one (polling at `PLANSYNC_POLL_INTERVAL_SECS` then).
     #[serde(with = "timestamp::option")]
     pub channel_expires_at: Option<DateTime<Utc>>,
+    /// Since when the connection's jobs have been failing; `null` when its
+    /// last pull succeeded.
+    #[serde(with = "timestamp::option")]
+    pub failing_since: Option<DateTime<Utc>>,
+    /// Events Google listed that could not be read or stored:
+    /// `[{eventId, reason, seenAt}]`, most recently seen first (at most 200).
+    pub skipped_events: sqlx::types::Json<serde_json::Value>,
+    /// Appointments whose push was refused before sending:
+    /// `[{appointmentId, reason}]` (at most 200).
+    pub parked_pushes: sqlx::types::Json<serde_json::Value>,
+}
+
+impl ConnectionStatus {
+    fn count(list: &serde_json::Value) -> usize {
+        list.as_array().map_or(0, Vec::len)
+    }
 }
 
 /// The job queue. `depth` counts queued jobs (due or not, claimable or
@@ -57,8 +73,14 @@ pub struct QueueStatus {
     pub depth: i64,
     pub oldest_due_lag_secs: f64,
     pub running: Vec<RunningJob>,
+    /// The newest dead jobs (at most [`DEAD_LISTED`]).
     pub dead: Vec<DeadJob>,
+    /// How many dead jobs there are in all.
+    pub dead_total: i64,
 }
+
+/// How many dead jobs `status` lists.
+pub const DEAD_LISTED: i64 = 50;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 #[serde(rename_all = "camelCase")]
@@ -89,7 +111,8 @@ impl QueueStatus {
             depth,
             oldest_due_lag_secs,
             running: store::jobs::running(pool, user).await?,
-            dead: store::jobs::dead(pool, user).await?,
+            dead: store::jobs::dead(pool, user, DEAD_LISTED).await?,
+            dead_total: store::jobs::dead_total(pool, user).await?,
         })
     }
 }
@@ -164,7 +187,42 @@ impl StatusReport {
                     ))
             );
             if let Some(err) = &c.last_error {
-                let _ = writeln!(out, "      last error: {err}");
+                match &c.failing_since {
+                    Some(since) => {
+                        let _ = writeln!(
+                            out,
+                            "      last error (failing since {}): {err}",
+                            timestamp::format(since)
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(out, "      last error: {err}");
+                    }
+                }
+            }
+            let skipped = ConnectionStatus::count(&c.skipped_events.0);
+            if skipped > 0 {
+                let _ = writeln!(out, "      skipped events: {skipped} (see status --json)");
+                for s in c.skipped_events.0.as_array().into_iter().flatten().take(5) {
+                    let _ = writeln!(
+                        out,
+                        "        {}: {}",
+                        s["eventId"].as_str().unwrap_or("(no id)"),
+                        s["reason"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            let parked = ConnectionStatus::count(&c.parked_pushes.0);
+            if parked > 0 {
+                let _ = writeln!(out, "      parked pushes: {parked}");
+                for p in c.parked_pushes.0.as_array().into_iter().flatten().take(5) {
+                    let _ = writeln!(
+                        out,
+                        "        appointment {}: {}",
+                        p["appointmentId"],
+                        p["reason"].as_str().unwrap_or("")
+                    );
+                }
             }
         }
         let q = &self.queue;
@@ -174,7 +232,7 @@ impl StatusReport {
             q.depth,
             q.oldest_due_lag_secs,
             q.running.len(),
-            q.dead.len()
+            q.dead_total
         );
         for r in &q.running {
             let _ = writeln!(

@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use plansync::config::{self, DatabaseSettings, Env};
 use plansync::ids::{CalendarId, ConnectionId, RefreshToken, UserId};
 use plansync::status::StatusReport;
+use plansync::store::key_check::KeyCheck;
 use plansync::store::{self, connections::NewConnection};
 
 #[derive(Debug, clap::Args)]
@@ -83,6 +84,12 @@ pub async fn connect(env: &Env, args: ConnectArgs) -> anyhow::Result<ExitCode> {
     let default_region = config::region(env)?;
     let token = read_refresh_token()?;
     let pool = pool(env).await?;
+    if store::key_check::verify(&pool, &cipher).await? == KeyCheck::Mismatch {
+        bail!(
+            "PLANSYNC_TOKEN_KEY is not the key the stored refresh tokens were encrypted with: \
+             refusing to store a token no worker could read"
+        );
+    }
     let outcome = store::connections::connect(
         &pool,
         NewConnection {
@@ -109,14 +116,28 @@ pub async fn connect(env: &Env, args: ConnectArgs) -> anyhow::Result<ExitCode> {
 /// The first line of stdin, trimmed. The token never travels in argv, where
 /// any user of the machine could read it from the process list.
 fn read_refresh_token() -> anyhow::Result<RefreshToken> {
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
+    read_token_line(std::io::stdin().lock())
+}
+
+/// The most of stdin `connect` reads: a refresh token is a few hundred bytes.
+const MAX_STDIN: u64 = 8 * 1024;
+
+fn read_token_line(input: impl BufRead) -> anyhow::Result<RefreshToken> {
+    let mut bytes = Vec::new();
+    input
+        .take(MAX_STDIN + 1)
+        .read_until(b'\n', &mut bytes)
         .context("reading the refresh token from stdin")?;
+    if bytes.len() as u64 > MAX_STDIN {
+        bail!("the first line of stdin is longer than {MAX_STDIN} bytes: not a refresh token");
+    }
+    let line = String::from_utf8(bytes).context("the refresh token on stdin is not UTF-8")?;
     let token = line.trim();
     if token.is_empty() {
         bail!("no refresh token on stdin: pipe it in as the first line");
+    }
+    if token.chars().any(char::is_control) {
+        bail!("the refresh token on stdin contains control characters");
     }
     Ok(RefreshToken::new(token))
 }
@@ -137,4 +158,21 @@ pub async fn status(env: &Env, args: StatusArgs) -> anyhow::Result<ExitCode> {
         print!("{}", report.to_text());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stdin_is_read_within_bounds() {
+        let t = read_token_line(&b"  tok-1 \nsecond line"[..]).unwrap();
+        assert_eq!(t.expose_secret(), "tok-1");
+        let zeros = vec![0u8; 1 << 20];
+        let err = read_token_line(&zeros[..]).unwrap_err().to_string();
+        assert!(err.contains("longer than"), "{err}");
+        assert!(read_token_line(&b"\n"[..]).is_err());
+        assert!(read_token_line(&b"a\x01b\n"[..]).is_err());
+        assert!(read_token_line(&b"\xff\xfe\n"[..]).is_err());
+    }
 }

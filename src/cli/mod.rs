@@ -3,6 +3,7 @@
 //! stderr. Exit status: 0 success, 2 usage error (clap), 1 anything else.
 
 mod admin;
+mod deltas;
 mod fake_google;
 mod worker;
 
@@ -40,6 +41,8 @@ enum Command {
     Resync(worker::ResyncArgs),
     /// Manage queued jobs.
     Jobs(worker::JobsArgs),
+    /// Print a user's deltas after a version (the catch-up data) as JSON.
+    Deltas(deltas::DeltasArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -67,6 +70,7 @@ pub fn main() -> ExitCode {
             Command::Run(args) => worker::run(&env, args).await,
             Command::Resync(args) => worker::resync(&env, args).await,
             Command::Jobs(args) => worker::jobs(&env, args).await,
+            Command::Deltas(args) => deltas::run(&env, args).await,
         }
     });
     match result {

@@ -13,6 +13,7 @@ use plansync::google::GoogleClient;
 use plansync::ids::{CalendarId, JobId, UserId};
 use plansync::queue::{JobKind, Queue};
 use plansync::store;
+use plansync::store::key_check::KeyCheck;
 use plansync::sync::SyncDeps;
 use plansync::worker::{self, SyncJobs, Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
@@ -74,6 +75,8 @@ pub async fn run(env: &Env, args: RunArgs) -> anyhow::Result<ExitCode> {
     let cipher = config::token_cipher(env)?;
     let redis = RedisSettings::from_env(env)?;
     let outbox_retention = config::outbox_retention(env)?;
+    let max_deltas_per_message = config::max_deltas_per_message(env)?;
+    let api_token = config::api_token(env)?;
     let sync = SyncSettings::from_env(env)?;
     let queue = QueueSettings::from_env(env)?;
     let settings = WorkerSettings::from_env(env)?;
@@ -90,6 +93,14 @@ pub async fn run(env: &Env, args: RunArgs) -> anyhow::Result<ExitCode> {
     let pool = store::connect(&db, pool_size)
         .await
         .with_context(|| format!("connecting to {target}"))?;
+    // A replica with the wrong token key would fail every job it claims:
+    // refuse to start instead, naming the setting.
+    if store::key_check::verify(&pool, &cipher).await? == KeyCheck::Mismatch {
+        anyhow::bail!(
+            "PLANSYNC_TOKEN_KEY cannot decrypt the refresh tokens stored in {target}: \
+             this worker was started with a different key than the one they were stored with"
+        );
+    }
     let config = WorkerConfig::new(&settings, &sync, &queue);
     let google = GoogleClient::new(&google).context("building the Google client")?;
     let deps =
@@ -97,6 +108,7 @@ pub async fn run(env: &Env, args: RunArgs) -> anyhow::Result<ExitCode> {
     let worker = Worker::new(pool.clone(), config, SyncJobs::new(deps));
     let relay_settings = RelaySettings {
         retention: outbox_retention,
+        max_deltas_per_message,
         ..RelaySettings::default()
     };
     let relay =
@@ -138,7 +150,8 @@ pub async fn run(env: &Env, args: RunArgs) -> anyhow::Result<ExitCode> {
     tokio::spawn(shutdown_on_signal(shutdown.clone()));
     let http = tokio::spawn(worker::http::serve(
         listener,
-        worker::http::router(pool, Some(metrics)),
+        worker::http::router(pool.clone(), Some(metrics))
+            .merge(worker::api::router(pool, api_token)),
         shutdown.clone(),
     ));
     // The relay outlives the worker's drain, so deltas committed by the last

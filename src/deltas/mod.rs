@@ -8,8 +8,11 @@
 //! them. Field order follows the contract so payloads diff cleanly.
 
 pub mod batch;
+pub mod catch_up;
+pub mod connect;
 pub mod publish;
 pub mod relay;
+pub mod streams;
 pub mod timestamp;
 
 pub use batch::DeltaBatch;
@@ -17,7 +20,7 @@ pub use batch::DeltaBatch;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{AppointmentId, CalendarId, EventId, UserId};
+use crate::ids::{AppointmentId, CalendarId, ConnectionId, EventId, UserId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -80,6 +83,7 @@ impl PlanItemDelta {
                 appointment: Some(appointment),
                 bill: None,
                 section: None,
+                connection: None,
             }),
         }
     }
@@ -109,7 +113,29 @@ impl PlanItemDelta {
             data: None,
         }
     }
+
+    /// The user's Google link changed state (broke or recovered): "refresh
+    /// the google-calendar section", with the connection's state.
+    pub fn google_link(connection: ConnectionPayload) -> Self {
+        PlanItemDelta {
+            item_type: ItemType::Plan,
+            entity_id: 0,
+            plan_item_id: None,
+            action: DeltaAction::Updated,
+            version: None,
+            source: Some(DeltaSource::Google),
+            data: Some(DeltaData {
+                appointment: None,
+                bill: None,
+                section: Some(GOOGLE_CALENDAR_SECTION.to_owned()),
+                connection: Some(connection),
+            }),
+        }
+    }
 }
+
+/// The `data.section` of a link delta.
+pub const GOOGLE_CALENDAR_SECTION: &str = "google-calendar";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeltaData {
@@ -120,6 +146,22 @@ pub struct DeltaData {
     pub bill: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub section: Option<String>,
+    /// With `section: "google-calendar"`: the state of the user's link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<ConnectionPayload>,
+}
+
+/// A calendar connection as its user's clients see it (an extension of the
+/// seed contract, carried by `plan` deltas of section `google-calendar`):
+/// every key always present, `lastError` `null` when there is none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionPayload {
+    pub id: ConnectionId,
+    pub calendar_id: CalendarId,
+    pub needs_reauth: bool,
+    pub calendar_gone: bool,
+    pub last_error: Option<String>,
 }
 
 /// An appointment row as the clients see it.

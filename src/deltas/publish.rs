@@ -6,7 +6,10 @@
 //! `@socket.io/redis-emitter` would: msgpack of `["emitter", packet, opts]`
 //! (maps with field names) on `{PLANSYNC_SOCKETIO_KEY}#/#user:<id>#`, which a
 //! stock Socket.IO server with `@socket.io/redis-adapter` delivers to the
-//! room `user:<id>` as `plan:item-delta` with no glue code.
+//! room `user:<id>` as `plan:item-delta` with no glue code. `streams` appends
+//! the same to the stream of `@socket.io/redis-streams-adapter` (see
+//! [`super::streams`]). A mode may combine several formats; each group goes
+//! out in every one of them within the same pipeline.
 //!
 //! [`Publisher`] connects lazily and drops its connection on any error, so a
 //! Redis that went away and came back is picked up on the next attempt
@@ -19,8 +22,10 @@ use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 use serde::Serialize;
 
+use super::connect::{self, is_untrusted_certificate, ConnectError};
+use super::streams::{self, EMITTER_UID};
 use super::{PlanItemDelta, PlanItemDeltaPayload, UserDeltaMessage};
-use crate::config::RedisSettings;
+use crate::config::{redacted_url, RedisSettings};
 use crate::ids::UserId;
 
 /// The event name the realtime layer's clients listen to.
@@ -30,11 +35,43 @@ pub const EVENT_NAME: &str = "plan:item-delta";
 pub enum PublishError {
     /// Redis is unreachable or failed the command: back off and try again;
     /// the outbox keeps everything meanwhile.
-    #[error("redis is unavailable: {0}")]
-    Unavailable(#[from] redis::RedisError),
+    #[error("redis at {url} is unavailable: {source}")]
+    Unavailable {
+        url: String,
+        #[source]
+        source: redis::RedisError,
+    },
+    /// The `rediss://` server's certificate failed verification: retrying
+    /// helps only once someone fixes the CA or the server, so the message
+    /// says where the trust comes from. The outbox keeps everything meanwhile.
+    #[error(
+        "redis at {url} presented a TLS certificate that is not trusted ({source}); \
+         its CA must be in the system roots or in PLANSYNC_REDIS_CA_FILE"
+    )]
+    UntrustedCertificate {
+        url: String,
+        #[source]
+        source: redis::RedisError,
+    },
+    /// The settings cannot make a Redis client: fix them.
+    #[error(transparent)]
+    Config(#[from] ConnectError),
     /// An outbox row is not valid JSON: only a hand-edited row can do this.
     #[error("an outbox row is not valid JSON: {0}")]
     Corrupt(#[source] serde_json::Error),
+}
+
+impl PublishError {
+    /// Classifies a failed connection or command on the server at `url`
+    /// (already redacted).
+    fn redis(url: &str, source: redis::RedisError) -> PublishError {
+        let url = url.to_owned();
+        if is_untrusted_certificate(&source) {
+            PublishError::UntrustedCertificate { url, source }
+        } else {
+            PublishError::Unavailable { url, source }
+        }
+    }
 }
 
 pub fn json_channel(prefix: &str, user: UserId) -> String {
@@ -90,8 +127,6 @@ struct EmitterOptions {
 
 /// Socket.IO's packet type for an event.
 const PACKET_EVENT: u8 = 2;
-/// The uid the emitter stamps on its messages; adapters only skip their own.
-const EMITTER_UID: &str = "emitter";
 
 pub fn socketio_message(user: UserId, deltas: &[PlanItemDelta]) -> Vec<u8> {
     emitter_message(
@@ -135,14 +170,17 @@ fn emitter_message<P: Serialize>(user: UserId, payload: &P) -> Vec<u8> {
 /// Publishes batches of deltas, one pipeline per call.
 pub struct Publisher {
     settings: RedisSettings,
+    /// `settings.url` without its password, for errors.
+    url: String,
     client: redis::Client,
     conn: Option<MultiplexedConnection>,
 }
 
 impl Publisher {
     pub fn new(settings: RedisSettings) -> Result<Self, PublishError> {
-        let client = redis::Client::open(settings.url.as_str())?;
+        let client = connect::client(&settings)?;
         Ok(Publisher {
+            url: redacted_url(&settings.url),
             settings,
             client,
             conn: None,
@@ -157,7 +195,8 @@ impl Publisher {
             let conn = self
                 .client
                 .get_multiplexed_async_connection_with_config(&config)
-                .await?;
+                .await
+                .map_err(|e| PublishError::redis(&self.url, e))?;
             self.conn = Some(conn);
         }
         Ok(self.conn.as_mut().expect("just connected"))
@@ -187,13 +226,22 @@ impl Publisher {
                 )
                 .ignore();
             }
+            if mode.streams() {
+                streams::xadd(
+                    &mut pipe,
+                    &self.settings.socketio_stream,
+                    self.settings.socketio_stream_maxlen,
+                    *user,
+                    deltas,
+                );
+            }
         }
         let conn = self.connection().await?;
         let result: Result<(), redis::RedisError> = pipe.query_async(conn).await;
         if let Err(err) = result {
             // A broken connection is not reused: the next attempt reconnects.
             self.conn = None;
-            return Err(err.into());
+            return Err(PublishError::redis(&self.url, err));
         }
         Ok(())
     }

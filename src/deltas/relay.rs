@@ -10,6 +10,9 @@
 //! - **Nothing lost while Redis is down.** A failed publish rolls back; the
 //!   rows stay, the backlog shows in `status`, and the relay retries with
 //!   jittered exponential backoff, picking Redis up again without a restart.
+//! - **Bounded messages.** One message carries at most
+//!   `max_deltas_per_message` deltas; a longer backlog of one user becomes
+//!   several messages, in version order, in the same pipeline.
 //! - **Prompt.** The relay LISTENs on the outbox's channel, so a commit is
 //!   published within milliseconds; a slow idle poll covers lost notifications.
 
@@ -41,6 +44,10 @@ pub struct RelaySettings {
     pub batch_rows: i64,
     /// Users per batch.
     pub batch_users: i64,
+    /// Deltas per published message at most (`PLANSYNC_MAX_DELTAS_PER_MESSAGE`):
+    /// a longer run of one user's rows goes out as several messages, in
+    /// version order, so no client has to parse an outage's backlog at once.
+    pub max_deltas_per_message: usize,
     /// How long published rows are kept before pruning.
     pub retention: Duration,
     /// Poll interval when no notification arrives.
@@ -54,6 +61,7 @@ impl Default for RelaySettings {
         RelaySettings {
             batch_rows: 2000,
             batch_users: 500,
+            max_deltas_per_message: 100,
             retention: Duration::from_secs(24 * 3600),
             idle_poll: Duration::from_secs(5),
             backoff_min: Duration::from_millis(200),
@@ -94,13 +102,17 @@ impl Relay {
         if rows.is_empty() {
             return Ok(0);
         }
-        // Consecutive rows of one user share one message.
+        // Consecutive rows of one user share one message, up to the cap; the
+        // publisher sends the messages in this order in one pipeline.
+        let cap = self.settings.max_deltas_per_message.max(1);
         let mut groups: Vec<(UserId, Vec<&str>)> = Vec::new();
         let mut ids = Vec::with_capacity(rows.len());
         for row in &rows {
             ids.push(row.id);
             match groups.last_mut() {
-                Some((user, deltas)) if *user == row.user_id => deltas.push(&row.delta),
+                Some((user, deltas)) if *user == row.user_id && deltas.len() < cap => {
+                    deltas.push(&row.delta)
+                }
                 _ => groups.push((row.user_id, vec![&row.delta])),
             }
         }
@@ -124,7 +136,8 @@ impl Relay {
         }
     }
 
-    /// Deletes rows published longer ago than the retention period.
+    /// Deletes rows published longer ago than the retention period, keeping
+    /// per user the highest version pruned (the catch-up watermark).
     pub async fn prune(&self) -> Result<u64, RelayError> {
         let mut total = 0;
         loop {

@@ -127,6 +127,21 @@ async fn route(
             shared.changed(cal);
             Ok(ok())
         }
+        (&Method::POST, ["calendars", cal, "raw-items"]) => {
+            // The body is one item's JSON text, kept verbatim.
+            let text = String::from_utf8_lossy(bytes).into_owned();
+            shared
+                .lock()
+                .raw_items
+                .entry((*cal).to_owned())
+                .or_default()
+                .push(text);
+            Ok(ok())
+        }
+        (&Method::DELETE, ["calendars", cal, "raw-items"]) => {
+            shared.lock().raw_items.remove(*cal);
+            Ok(ok())
+        }
         (&Method::POST, ["calendars", cal, "invalidate-sync-tokens"]) => {
             shared.lock().calendars.invalidate_sync_tokens(cal)?;
             Ok(ok())

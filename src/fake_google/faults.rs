@@ -87,6 +87,17 @@ pub enum Fault {
         #[serde(with = "millis")]
         millis: Duration,
     },
+    /// A canned answer instead of the real one (nothing happens): any status,
+    /// headers and body, verbatim. What a proxy, a broken deployment or a
+    /// hostile server would answer; the body may hold what JSON values cannot
+    /// (a lone surrogate escape, an unfinished document).
+    Respond {
+        status: u16,
+        #[serde(default)]
+        headers: std::collections::BTreeMap<String, String>,
+        #[serde(default)]
+        body: String,
+    },
     /// The call takes effect, then the client gets a 500 `backendError`
     /// (`then: "error"`) or a dropped connection (`then: "drop"`).
     LoseResponse { then: Lost },

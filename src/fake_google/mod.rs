@@ -39,6 +39,7 @@ mod state;
 mod times;
 mod watch;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -155,6 +156,10 @@ pub(crate) struct Inner {
     log: RequestLog,
     channels: Channels,
     page_cap: Option<usize>,
+    /// Raw JSON items (verbatim text) appended to the last page of every
+    /// listing of a calendar: hostile events that a faithful Google would
+    /// never hold, for the worker's hostile-input tests.
+    raw_items: HashMap<String, Vec<String>>,
 }
 
 /// State shared by the HTTP handlers, the admin routes and the handle.
@@ -238,6 +243,7 @@ impl FakeGoogle {
                 log: RequestLog::default(),
                 channels: Channels::new(options.channel_ttl),
                 page_cap: options.page_cap,
+                raw_items: HashMap::new(),
             }),
             notify_on_change: options.notify_on_change,
             http: watch::notify_client(),
@@ -417,6 +423,35 @@ impl FakeGoogle {
     /// Caps every page at `cap` items (below Google's 250/2500), or lifts it.
     pub fn set_page_cap(&self, cap: Option<usize>) {
         self.shared.lock().page_cap = cap;
+    }
+
+    /// Appends `item` (one event's JSON text, kept verbatim) to the last page
+    /// of every listing of `calendar`: an event a faithful Google would never
+    /// hold, for hostile-input tests.
+    pub fn add_raw_item(&self, calendar: &str, item: impl Into<String>) {
+        self.shared
+            .lock()
+            .raw_items
+            .entry(calendar.to_owned())
+            .or_default()
+            .push(item.into());
+    }
+
+    /// The live events of a calendar (instances of series expanded), as
+    /// `events.list` would answer them in one page.
+    pub fn list_events(&self, calendar_id: &str) -> Result<Vec<Value>, FakeGoogleError> {
+        let params = state::ListParams::from_query(Some("singleEvents=true&maxResults=2500"))?;
+        let page = self
+            .shared
+            .lock()
+            .calendars
+            .list(calendar_id, &params, None)?;
+        Ok(page["items"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Forgets the raw items of `calendar`.
+    pub fn clear_raw_items(&self, calendar: &str) {
+        self.shared.lock().raw_items.remove(calendar);
     }
 
     /// The next `times` calls of `operation` suffer `fault`.

@@ -133,6 +133,8 @@ pub(crate) struct Reply {
     pub body: Option<Value>,
     pub retry_after: Option<u64>,
     pub etag: Option<String>,
+    /// Verbatim JSON items spliced into a listing's `items` (hostile tests).
+    pub raw_items: Vec<String>,
 }
 
 impl Reply {
@@ -142,6 +144,7 @@ impl Reply {
             body: Some(body),
             retry_after: None,
             etag: None,
+            raw_items: Vec::new(),
         }
     }
     pub fn empty(status: StatusCode) -> Reply {
@@ -150,6 +153,7 @@ impl Reply {
             body: None,
             retry_after: None,
             etag: None,
+            raw_items: Vec::new(),
         }
     }
 }
@@ -161,6 +165,7 @@ impl From<ApiError> for Reply {
             body: Some(err.body),
             retry_after: err.retry_after,
             etag: None,
+            raw_items: Vec::new(),
         }
     }
 }
@@ -168,6 +173,11 @@ impl From<ApiError> for Reply {
 /// How an injected fault mangles a successful reply.
 enum Mangle {
     None,
+    Raw {
+        status: u16,
+        headers: std::collections::BTreeMap<String, String>,
+        body: String,
+    },
     Malformed,
     Truncated,
     LoseAsError,
@@ -311,6 +321,20 @@ async fn serve(
         Some(Fault::TruncatedBody) => mangle = Mangle::Truncated,
         Some(Fault::LoseResponse { then: Lost::Error }) => mangle = Mangle::LoseAsError,
         Some(Fault::LoseResponse { then: Lost::Drop }) => mangle = Mangle::Drop,
+        Some(Fault::Respond {
+            status,
+            headers,
+            body,
+        }) => {
+            return (
+                Reply::empty(StatusCode::OK),
+                Mangle::Raw {
+                    status,
+                    headers,
+                    body,
+                },
+            )
+        }
     }
     let reply = match run(shared, route, headers, query, if_match, bytes) {
         Ok(reply) => reply,
@@ -351,7 +375,14 @@ fn run(
             let params = ListParams::from_query(query)?;
             let inner = shared.lock();
             let body = inner.calendars.list(cal, &params, inner.page_cap)?;
-            Ok(Reply::json(StatusCode::OK, body))
+            let last_page = body.get("nextPageToken").is_none();
+            let mut reply = Reply::json(StatusCode::OK, body);
+            if last_page {
+                if let Some(raw) = inner.raw_items.get(cal.as_str()) {
+                    reply.raw_items = raw.clone();
+                }
+            }
+            Ok(reply)
         }
         Route::Get(cal, id) => Ok(with_etag(shared.lock().calendars.get(cal, id)?)),
         Route::Insert(cal) => {
@@ -412,6 +443,25 @@ fn run(
     }
 }
 
+/// A listing with `raw` items appended to its `items`, as text: the raw
+/// items are not values (they may hold what a JSON value cannot).
+fn splice_items(body: &serde_json::Map<String, Value>, raw: &[String]) -> String {
+    let mut rest = body.clone();
+    let items = match rest.remove("items") {
+        Some(Value::Array(items)) => items,
+        _ => Vec::new(),
+    };
+    let mut parts: Vec<String> = items
+        .iter()
+        .map(|i| serde_json::to_string(i).unwrap_or_default())
+        .collect();
+    parts.extend(raw.iter().cloned());
+    let head = serde_json::to_string(&Value::Object(rest)).unwrap_or_else(|_| "{}".into());
+    let head = head.strip_suffix('}').unwrap_or(&head);
+    let sep = if head.len() > 1 { "," } else { "" };
+    format!("{head}{sep}\"items\":[{}]}}", parts.join(","))
+}
+
 fn respond(reply: Reply, mangle: Mangle) -> Response {
     let mut builder = Response::builder().status(reply.status);
     if let Some(secs) = reply.retry_after {
@@ -420,10 +470,23 @@ fn respond(reply: Reply, mangle: Mangle) -> Response {
     if let Some(etag) = &reply.etag {
         builder = builder.header(header::ETAG, etag);
     }
-    let text = reply
-        .body
-        .as_ref()
-        .map(|b| serde_json::to_string_pretty(b).unwrap_or_default());
+    if let Mangle::Raw {
+        status,
+        headers,
+        body,
+    } = &mangle
+    {
+        let mut raw = Response::builder()
+            .status(StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+        for (name, value) in headers {
+            raw = raw.header(name.as_str(), value.as_str());
+        }
+        return raw.body(Body::from(body.clone())).unwrap_or_default();
+    }
+    let text = reply.body.as_ref().map(|b| match b {
+        Value::Object(map) if !reply.raw_items.is_empty() => splice_items(map, &reply.raw_items),
+        b => serde_json::to_string_pretty(b).unwrap_or_default(),
+    });
     let success = reply.status.is_success();
     let response = match (mangle, text) {
         (Mangle::Drop, _) => {

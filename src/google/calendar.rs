@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use google_calendar3::api::{Channel, Event, Events};
+use google_calendar3::api::{Channel, Event};
 use google_calendar3::CalendarHub;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, IF_MATCH, USER_AGENT};
 use http::{Method, Request};
@@ -24,6 +24,7 @@ use super::error::{
     classify, from_hub_error, retry_after, Capture, ErrorBody, GoogleError, Target,
 };
 use super::http::{body, empty_body, send, Connector, SendError};
+use super::listing::{parse_page, EventPage};
 use super::mapping::{remote_event, write_ack, BodyKind, EventBody, RemoteEvent, WriteAck};
 use super::token::TokenProvider;
 use super::HttpClient;
@@ -83,18 +84,6 @@ impl ListQuery {
             ..self.clone()
         }
     }
-}
-
-/// One page of `events.list`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventPage {
-    pub events: Vec<RemoteEvent>,
-    /// More pages follow: list again with this token (and the same `from`).
-    pub next_page_token: Option<PageToken>,
-    /// Only on the last page: store it once this page is reconciled.
-    pub next_sync_token: Option<SyncToken>,
-    /// The calendar's own `timeZone`, which zone-less events were given.
-    pub calendar_time_zone: Option<String>,
 }
 
 /// A new event to create under a client-supplied id.
@@ -174,44 +163,55 @@ impl CalendarClient {
     }
 
     /// One page of `events.list` with `singleEvents=true&showDeleted=true`.
-    /// Every event of the page is mapped; one that cannot be read fails the
-    /// whole page with [`GoogleError::Malformed`].
+    ///
+    /// The page must be a complete, valid listing page (see [`parse_page`]):
+    /// anything else is [`GoogleError::Malformed`], so a broken answer is a
+    /// failure and never an empty calendar. Events are decoded one by one: an
+    /// event that cannot be read is returned in [`EventPage::skipped`] with its
+    /// reason and never fails the page.
+    ///
+    /// Listed through the hub's HTTP client rather than the hub itself,
+    /// because google-calendar3 decodes a page as one struct: one odd event
+    /// would fail the whole page.
     pub async fn list_page(
         &self,
         calendar: &CalendarId,
         query: &ListQuery,
     ) -> Result<EventPage, GoogleError> {
-        let events = self
-            .refreshing_once(|| self.list_page_once(calendar, query))
+        let url = self.list_url(calendar, query);
+        let answer = self
+            .raw(Target::Calendar, Method::GET, &url, None, None)
             .await?;
-        event_page(events)
+        parse_page(&answer)
     }
 
-    async fn list_page_once(
-        &self,
-        calendar: &CalendarId,
-        query: &ListQuery,
-    ) -> Result<Events, GoogleError> {
-        let max_results =
-            i32::try_from(query.max_results.clamp(1, MAX_PAGE_SIZE)).expect("at most 2500");
-        let mut call = self
-            .hub
-            .events()
-            .list(calendar.as_str())
-            .single_events(true)
-            .show_deleted(true)
-            .max_results(max_results);
-        call = match &query.from {
-            ListFrom::SyncToken(token) => call.sync_token(token.as_str()),
-            ListFrom::TimeMin(t) => call.time_min(*t),
-        };
-        if let Some(page) = &query.page_token {
-            call = call.page_token(&page.0);
+    fn list_url(&self, calendar: &CalendarId, query: &ListQuery) -> url::Url {
+        let mut url = self.events_url(calendar, None);
+        {
+            let mut pairs = url.query_pairs_mut();
+            pairs
+                .append_pair("singleEvents", "true")
+                .append_pair("showDeleted", "true")
+                .append_pair(
+                    "maxResults",
+                    &query.max_results.clamp(1, MAX_PAGE_SIZE).to_string(),
+                );
+            match &query.from {
+                ListFrom::SyncToken(token) => {
+                    pairs.append_pair("syncToken", token.as_str());
+                }
+                ListFrom::TimeMin(t) => {
+                    pairs.append_pair(
+                        "timeMin",
+                        &t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    );
+                }
+            }
+            if let Some(page) = &query.page_token {
+                pairs.append_pair("pageToken", &page.0);
+            }
         }
-        let mut capture = Capture::default();
-        let result = tokio::time::timeout(self.timeout, call.delegate(&mut capture).doit()).await;
-        self.settle(Target::Calendar, &capture, result)
-            .map(|(_, events)| events)
+        url
     }
 
     /// `events.get`. A deleted event comes back as
@@ -492,10 +492,14 @@ impl CalendarClient {
                 detail: format!("the answer broke off: {detail}"),
             });
         }
+        let content_type = response
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
         let error_body = response
             .body
             .as_ref()
-            .map(|b| ErrorBody::from_bytes(b))
+            .map(|b| ErrorBody::from_response(content_type, b))
             .unwrap_or_default();
         Err(classify(
             target,
@@ -506,79 +510,8 @@ impl CalendarClient {
     }
 }
 
-/// Maps a whole page; one unreadable event fails the page, so nothing is
-/// silently skipped (and the sync token is never advanced past it).
-fn event_page(events: Events) -> Result<EventPage, GoogleError> {
-    let calendar_time_zone = events.time_zone.filter(|z| !z.is_empty());
-    let mapped = events
-        .items
-        .unwrap_or_default()
-        .iter()
-        .map(|e| remote_event(e, calendar_time_zone.as_deref()))
-        .collect::<Result<Vec<_>, _>>()?;
-    if events.next_page_token.is_some() && events.next_sync_token.is_some() {
-        return Err(GoogleError::Malformed {
-            detail: "a page with both nextPageToken and nextSyncToken".to_owned(),
-        });
-    }
-    Ok(EventPage {
-        events: mapped,
-        next_page_token: events
-            .next_page_token
-            .filter(|t| !t.is_empty())
-            .map(PageToken),
-        next_sync_token: events
-            .next_sync_token
-            .filter(|t| !t.is_empty())
-            .map(SyncToken),
-        calendar_time_zone,
-    })
-}
-
 fn parse_event(bytes: &[u8]) -> Result<Event, GoogleError> {
     serde_json::from_slice(bytes).map_err(|e| GoogleError::Malformed {
         detail: format!("invalid event JSON: {e}"),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn page(v: Value) -> Events {
-        serde_json::from_value(v).unwrap()
-    }
-
-    #[test]
-    fn one_unreadable_event_fails_the_whole_page() {
-        let err = event_page(page(json!({
-            "timeZone": "Europe/Berlin",
-            "nextSyncToken": "tok",
-            "items": [
-                {"id": "good1", "etag": "\"1\"", "status": "confirmed", "updated": "2026-06-01T10:00:00Z",
-                 "start": {"dateTime": "2026-06-10T12:00:00Z"}, "end": {"dateTime": "2026-06-10T13:00:00Z"}},
-                {"id": "bad1", "etag": "\"1\"", "status": "confirmed", "updated": "2026-06-01T10:00:00Z",
-                 "end": {"dateTime": "2026-06-10T13:00:00Z"}}
-            ]
-        })))
-        .unwrap_err();
-        assert!(
-            matches!(&err, GoogleError::Malformed { detail } if detail.contains("bad1")),
-            "{err:?}"
-        );
-    }
-
-    #[test]
-    fn a_readable_page_keeps_the_calendar_zone_and_tokens() {
-        let p = event_page(page(json!({
-            "timeZone": "Europe/Berlin",
-            "nextPageToken": "p2",
-            "items": [{"id": "gone1", "status": "cancelled"}]
-        })))
-        .unwrap();
-        assert_eq!(p.calendar_time_zone.as_deref(), Some("Europe/Berlin"));
-        assert_eq!(p.next_page_token, Some(PageToken("p2".into())));
-        assert_eq!(p.next_sync_token, None);
-        assert_eq!(p.events.len(), 1);
-    }
 }

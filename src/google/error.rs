@@ -25,6 +25,12 @@ pub enum GoogleError {
         retry_after: Option<Duration>,
         reason: String,
     },
+    /// 403/429 `quotaExceeded`/`dailyLimitExceeded`: the project's daily or
+    /// per-project quota is spent, which lasts hours. The connection backs off
+    /// as a whole (15 minutes doubling up to 6 hours) without spending
+    /// attempts.
+    #[error("Google's quota is exhausted ({reason}): backing off for hours")]
+    QuotaExhausted { reason: String },
     /// 410 on a list (`fullSyncRequired`, `updatedMinTooLongAgo`): drop the sync
     /// token and full-sync.
     #[error("Google requires a full sync ({reason})")]
@@ -105,6 +111,9 @@ pub enum NextStep {
     /// Run again later (after `after` when Google said so) without spending an
     /// attempt.
     Snooze { after: Option<Duration> },
+    /// The project's quota is spent: back the connection off for hours,
+    /// without spending an attempt.
+    QuotaBackoff,
     /// Retry with the queue's backoff, spending an attempt.
     Retry,
     /// Drop the sync token and run a full sync.
@@ -127,6 +136,7 @@ impl GoogleError {
             GoogleError::RateLimited { retry_after, .. } => NextStep::Snooze {
                 after: *retry_after,
             },
+            GoogleError::QuotaExhausted { .. } => NextStep::QuotaBackoff,
             GoogleError::FullSyncRequired { .. } => NextStep::FullResync,
             GoogleError::NeedsReauth { .. } => NextStep::NeedsReauth,
             GoogleError::CalendarGone { .. } => NextStep::CalendarGone,
@@ -150,6 +160,7 @@ impl GoogleError {
     pub fn reason(&self) -> Option<&str> {
         match self {
             GoogleError::RateLimited { reason, .. }
+            | GoogleError::QuotaExhausted { reason }
             | GoogleError::FullSyncRequired { reason }
             | GoogleError::NotFound { reason }
             | GoogleError::Gone { reason }
@@ -212,12 +223,13 @@ pub(crate) enum Target {
     Channel,
 }
 
-const RATE_LIMIT_REASONS: &[&str] = &[
-    "rateLimitExceeded",
-    "userRateLimitExceeded",
-    "quotaExceeded",
-    "dailyLimitExceeded",
-];
+const RATE_LIMIT_REASONS: &[&str] = &["rateLimitExceeded", "userRateLimitExceeded"];
+
+/// Reasons that say a quota measured in days (or the project's) is spent.
+const QUOTA_REASONS: &[&str] = &["quotaExceeded", "dailyLimitExceeded"];
+
+/// The longest snooze any outside value can ask for: the queue's retry cap.
+pub const MAX_SNOOZE: Duration = Duration::from_secs(3600);
 
 /// 403 reasons about one event rather than about access to the calendar.
 const EVENT_LEVEL_FORBIDDEN: &[&str] = &[
@@ -230,14 +242,24 @@ const EVENT_LEVEL_FORBIDDEN: &[&str] = &[
 /// Google's error body, `{"error": {"code", "message", "errors": [{"reason"}], "status"}}`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct ErrorBody {
+    /// Whether the answer was Google's JSON error at all: only then do its
+    /// status and reason carry Google's meaning (a proxy's HTML 404 does not
+    /// say the calendar is gone).
+    pub google: bool,
     pub code: Option<u16>,
     pub reason: Option<String>,
     pub message: Option<String>,
+    /// What came back instead, for the error message: content type and the
+    /// first bytes of the body.
+    pub other: Option<String>,
 }
 
 impl ErrorBody {
     pub fn from_value(v: &Value) -> Self {
         let err = v.get("error");
+        let google = err
+            .and_then(Value::as_object)
+            .is_some_and(|e| e.contains_key("code") || e.contains_key("errors"));
         let code = err
             .and_then(|e| e.get("code"))
             .and_then(Value::as_u64)
@@ -252,17 +274,36 @@ impl ErrorBody {
             .and_then(|e| e.get("message"))
             .and_then(Value::as_str)
             .map(str::to_owned);
+        let clean = |s: String| crate::text::cut(&crate::text::error_text(&s), 300);
         ErrorBody {
+            google,
             code,
-            reason,
-            message,
+            reason: reason.map(clean),
+            message: message.map(clean),
+            other: None,
         }
     }
 
-    pub fn from_bytes(bytes: &[u8]) -> Self {
-        serde_json::from_slice::<Value>(bytes)
+    /// Reads a non-2xx answer's body; when it is not Google's JSON error, keeps
+    /// a description of what it was instead.
+    pub fn from_response(content_type: Option<&str>, bytes: &[u8]) -> Self {
+        let parsed = serde_json::from_slice::<Value>(bytes)
             .map(|v| Self::from_value(&v))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if parsed.google {
+            return parsed;
+        }
+        let head = String::from_utf8_lossy(&bytes[..bytes.len().min(120)]);
+        ErrorBody {
+            other: Some(format!(
+                "content type {}, body starts {:?}",
+                content_type
+                    .map(crate::text::error_text)
+                    .unwrap_or_else(|| "none".into()),
+                crate::text::error_text(&head)
+            )),
+            ..ErrorBody::default()
+        }
     }
 }
 
@@ -283,8 +324,27 @@ pub(crate) fn classify(
     let is_rate_limit = reason
         .as_deref()
         .is_some_and(|r| RATE_LIMIT_REASONS.contains(&r));
+    let is_quota = reason
+        .as_deref()
+        .is_some_and(|r| QUOTA_REASONS.contains(&r));
+
+    // Statuses whose meaning we act on (gone, deleted, conflict) count only
+    // when Google said them: anything else answering so is retried, and its
+    // error says what came back.
+    if matches!(code, 403 | 404 | 409 | 410 | 412) && !body.google {
+        return GoogleError::Transient {
+            status: Some(code),
+            detail: format!(
+                "HTTP {code} that is not Google's error ({})",
+                body.other.as_deref().unwrap_or("no body")
+            ),
+        };
+    }
 
     match code {
+        403 | 429 if is_quota => GoogleError::QuotaExhausted {
+            reason: reason_or("quotaExceeded"),
+        },
         429 => GoogleError::RateLimited {
             retry_after,
             reason: reason_or("rateLimitExceeded"),
@@ -357,12 +417,23 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .to_str()
         .ok()?
         .trim();
-    if let Ok(secs) = raw.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+    parse_retry_after(raw)
+}
+
+/// `Retry-After`'s value, capped at [`MAX_SNOOZE`] whatever it says: a
+/// server's number must never park a job for years (or overflow a time).
+pub(crate) fn parse_retry_after(raw: &str) -> Option<Duration> {
+    let raw = raw.trim();
+    if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) {
+        // Digits beyond u64 are still "a very long time".
+        let secs = raw.parse::<u64>().unwrap_or(u64::MAX);
+        return Some(Duration::from_secs(secs.min(MAX_SNOOZE.as_secs())));
     }
     let at = chrono::DateTime::parse_from_rfc2822(raw).ok()?;
-    let delta = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(delta.to_std().unwrap_or(Duration::ZERO))
+    let delta = at
+        .with_timezone(&chrono::Utc)
+        .signed_duration_since(chrono::Utc::now());
+    Some(delta.to_std().unwrap_or(Duration::ZERO).min(MAX_SNOOZE))
 }
 
 /// A google-calendar3 `Delegate` that records what the crate drops: the HTTP
@@ -407,7 +478,17 @@ pub(crate) fn from_hub_error(
             target,
             response.status(),
             retry_after(response.headers()),
-            &ErrorBody::default(),
+            &ErrorBody {
+                other: Some(format!(
+                    "content type {}, a body that is not JSON",
+                    response
+                        .headers()
+                        .get(http::header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("none")
+                )),
+                ..ErrorBody::default()
+            },
         ),
         E::MissingToken(e) => match e.downcast::<TokenError>() {
             Ok(token_error) => (*token_error).into(),
@@ -450,11 +531,77 @@ mod tests {
     }
 
     #[test]
+    fn spent_quotas_back_the_connection_off_for_hours() {
+        for (code, reason) in [
+            (403, "quotaExceeded"),
+            (429, "quotaExceeded"),
+            (403, "dailyLimitExceeded"),
+        ] {
+            let e = classify(Target::Calendar, status(code), None, &body(code, reason));
+            assert_eq!(
+                e,
+                GoogleError::QuotaExhausted {
+                    reason: reason.to_owned()
+                }
+            );
+            assert_eq!(e.next_step(), NextStep::QuotaBackoff);
+        }
+    }
+
+    #[test]
+    fn only_googles_own_errors_mean_gone() {
+        for code in [403u16, 404, 409, 410, 412] {
+            let html = ErrorBody::from_response(Some("text/html"), b"<html>Not Found</html>");
+            let e = classify(Target::Calendar, status(code), None, &html);
+            match &e {
+                GoogleError::Transient {
+                    status: Some(c),
+                    detail,
+                } => {
+                    assert_eq!(*c, code);
+                    assert!(
+                        detail.contains("text/html") && detail.contains("<html>"),
+                        "{detail}"
+                    );
+                }
+                other => panic!("{code}: {other:?}"),
+            }
+            assert_eq!(e.next_step(), NextStep::Retry);
+        }
+        let nul = ErrorBody::from_response(
+            Some("application/json"),
+            br#"{"error":{"code":404,"message":"gone\u0000here","errors":[{"reason":"notFound"}]}}"#,
+        );
+        assert!(nul.google);
+        assert!(!nul.message.unwrap().contains('\0'));
+    }
+
+    #[test]
+    fn retry_after_is_bounded_whatever_it_says() {
+        for raw in [
+            "3000000000",
+            "18446744073709551616999",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(parse_retry_after(raw), Some(MAX_SNOOZE), "{raw}");
+        }
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("-5"), None);
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT"),
+            Some(MAX_SNOOZE)
+        );
+        assert_eq!(
+            parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT"),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
     fn rate_limits_come_as_403_or_429_and_spend_no_attempt() {
         for (code, reason) in [
             (403, "rateLimitExceeded"),
             (403, "userRateLimitExceeded"),
-            (403, "quotaExceeded"),
             (429, "rateLimitExceeded"),
         ] {
             let e = classify(

@@ -113,6 +113,22 @@ pub(crate) fn remote_event(
         .as_deref()
         .filter(|id| !id.is_empty())
         .ok_or_else(|| malformed(None, "no id"))?;
+    if id.chars().count() > MAX_EVENT_ID_CHARS {
+        return Err(malformed(
+            Some(&crate::text::cut(id, 60)),
+            format!(
+                "an id of {} characters (Google's are at most {MAX_EVENT_ID_CHARS})",
+                id.chars().count()
+            ),
+        ));
+    }
+    if id.chars().any(char::is_control) {
+        // An identity we could not store (PostgreSQL refuses NUL) or match.
+        return Err(malformed(
+            Some(&crate::text::without_nul(id)),
+            "an id with control characters",
+        ));
+    }
     let bad = |what: &str| malformed(Some(id), what);
     let private_properties = event
         .extended_properties
@@ -143,6 +159,9 @@ pub(crate) fn remote_event(
                 .as_deref()
                 .filter(|e| !e.is_empty())
                 .ok_or_else(|| bad("no etag"))?;
+            if etag.chars().any(char::is_control) || etag.len() > MAX_ETAG_LEN {
+                return Err(bad("an etag with control characters or too long"));
+            }
             let updated = event.updated.ok_or_else(|| bad("no updated"))?;
             let start = event.start.as_ref().ok_or_else(|| bad("no start"))?;
             let end = event.end.as_ref().ok_or_else(|| bad("no end"))?;
@@ -158,21 +177,36 @@ pub(crate) fn remote_event(
                 ),
                 _ => return Err(bad("start and end mix date and dateTime")),
             };
+            for (name, at) in [("start", start_at), ("end", end_at)] {
+                if !in_storable_range(at) {
+                    return Err(bad(&format!(
+                        "{name} {} is outside the years 1 to 9999",
+                        at.to_rfc3339()
+                    )));
+                }
+            }
+            if end_at < start_at {
+                return Err(bad("end before start"));
+            }
             let zone = |t: &EventDateTime| {
                 t.time_zone
                     .as_deref()
-                    .or(calendar_time_zone)
+                    .and_then(super::listing::known_zone)
+                    .or_else(|| calendar_time_zone.map(str::to_owned))
                     .filter(|z| !z.is_empty())
-                    .map(str::to_owned)
+            };
+            let clean = |t: &Option<String>| {
+                t.as_deref()
+                    .map(|t| crate::text::without_nul(t).into_owned())
             };
             RemoteEventKind::Appointment(RemoteAppointment {
                 etag: Etag::new(etag),
                 updated,
                 status,
                 fields: AppointmentFields {
-                    summary: event.summary.clone().unwrap_or_default(),
-                    description: event.description.clone(),
-                    location: event.location.clone(),
+                    summary: clean(&event.summary).unwrap_or_default(),
+                    description: clean(&event.description),
+                    location: clean(&event.location),
                     start_at,
                     end_at,
                     start_time_zone: zone(start),
@@ -184,10 +218,25 @@ pub(crate) fn remote_event(
     };
     Ok(RemoteEvent {
         id: EventId::new(id),
-        recurring_event_id: event.recurring_event_id.as_deref().map(EventId::new),
+        recurring_event_id: event
+            .recurring_event_id
+            .as_deref()
+            .filter(|r| !r.chars().any(char::is_control))
+            .map(EventId::new),
         private_properties,
         kind,
     })
+}
+
+/// Google's event ids are at most 1024 characters.
+pub const MAX_EVENT_ID_CHARS: usize = 1024;
+const MAX_ETAG_LEN: usize = 1024;
+
+/// Whether an instant is one every layer can hold: PostgreSQL, JavaScript's
+/// `Date` and the delta payload's four-digit years.
+pub fn in_storable_range(at: DateTime<Utc>) -> bool {
+    use chrono::Datelike;
+    (1..=9999).contains(&at.year())
 }
 
 fn declined_by_owner(event: &Event) -> bool {

@@ -11,6 +11,7 @@
 mod calendar;
 mod error;
 mod http;
+mod listing;
 mod mapping;
 mod token;
 
@@ -18,13 +19,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use calendar::{
-    CalendarClient, EventPage, ListFrom, ListQuery, NewEvent, PageToken, WatchChannel,
-    WatchRequest, MAX_PAGE_SIZE,
+    CalendarClient, ListFrom, ListQuery, NewEvent, PageToken, WatchChannel, WatchRequest,
+    MAX_PAGE_SIZE,
 };
 pub use error::{GoogleError, NextStep};
 pub use http::{HttpClient, TlsSetupError};
+pub use listing::{skipped_id, EventPage, SkippedEvent, SKIPPED_ID_CHARS};
 pub use mapping::{
-    LiveStatus, NotAppointmentReason, RemoteAppointment, RemoteEvent, RemoteEventKind, WriteAck,
+    in_storable_range, LiveStatus, NotAppointmentReason, RemoteAppointment, RemoteEvent,
+    RemoteEventKind, WriteAck,
 };
 pub use token::{TokenError, TokenProvider};
 

@@ -227,9 +227,7 @@ impl TokenProvider {
                 serde_json::from_slice(&bytes).map_err(|e| TokenError::Malformed {
                     detail: e.to_string(),
                 })?;
-            // Google always states the lifetime; without it, assume its usual hour.
-            let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(3600));
-            return Ok((AccessToken::new(answer.access_token), lifetime));
+            return checked_grant(answer);
         }
         let refusal: GrantError = response
             .body
@@ -278,5 +276,66 @@ impl google_calendar3::common::GetToken for TokenProvider {
                 Err(e) => Err(Box::new(e) as Box<dyn std::error::Error + Send + Sync>),
             }
         })
+    }
+}
+
+/// The longest lifetime we believe of an access token: Google's are an hour.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// Longest access token we send (Google's are a few hundred bytes).
+const MAX_ACCESS_TOKEN_LEN: usize = 8 * 1024;
+
+/// A token answer, range-checked: the token must be a header-safe string (a
+/// CR/LF in it would break, or smuggle, a header) and its lifetime is capped,
+/// so no arithmetic on `expires_in` can overflow.
+fn checked_grant(answer: GrantAnswer) -> Result<(AccessToken, Duration), TokenError> {
+    let token = answer.access_token;
+    if token.is_empty()
+        || token.len() > MAX_ACCESS_TOKEN_LEN
+        || !token.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(TokenError::Malformed {
+            detail: format!(
+                "the access token is not a header-safe string ({} bytes)",
+                token.len()
+            ),
+        });
+    }
+    // Google always states the lifetime; without it, assume its usual hour.
+    let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(3600)).min(MAX_TOKEN_LIFETIME);
+    Ok((AccessToken::new(token), lifetime))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any token answer: no panic, a header-safe token and a lifetime
+        /// that no clock arithmetic can overflow.
+        #[test]
+        fn any_token_answer_is_bounded(token in ".{0,64}", expires_in in any::<Option<u64>>()) {
+            match checked_grant(GrantAnswer { access_token: token.clone(), expires_in }) {
+                Ok((t, lifetime)) => {
+                    prop_assert!(t.expose_secret().bytes().all(|b| b.is_ascii_graphic()));
+                    prop_assert!(lifetime <= MAX_TOKEN_LIFETIME);
+                    let _ = std::time::Instant::now() + lifetime;
+                }
+                Err(TokenError::Malformed { .. }) => prop_assert!(
+                    token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic())
+                ),
+                Err(other) => prop_assert!(false, "{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn cr_lf_in_a_token_is_refused() {
+        let err = checked_grant(GrantAnswer {
+            access_token: "a\r\nX-Evil: 1".into(),
+            expires_in: Some(u64::MAX),
+        })
+        .unwrap_err();
+        assert!(matches!(err, TokenError::Malformed { .. }));
     }
 }

@@ -109,6 +109,16 @@ pub enum JobError {
     /// Retrying cannot help: dead at once, with this error.
     #[error("{0}")]
     Fatal(String),
+    /// The connection cannot be served for a while, through no fault of the
+    /// job: Google's quota is spent, or the token key cannot decrypt the
+    /// connection's token. The job and the connection's polling back off
+    /// together on `schedule`, without spending an attempt, and the reason is
+    /// the connection's `lastError`.
+    #[error("{reason}")]
+    Backoff {
+        reason: String,
+        schedule: BackoffSchedule,
+    },
     /// The lease is no longer ours (the job was rescued and may run
     /// elsewhere): stop silently and write nothing.
     #[error("the job's lease was lost")]
@@ -128,6 +138,28 @@ impl From<sqlx::Error> for JobError {
     fn from(err: sqlx::Error) -> Self {
         StoreError::from(err).into()
     }
+}
+
+/// How a connection-level back-off grows: `first` doubling per failure in a
+/// row, at most `cap`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackoffSchedule {
+    pub first: Duration,
+    pub cap: Duration,
+}
+
+impl BackoffSchedule {
+    /// Google's daily or per-project quota: 15 minutes doubling up to 6 hours.
+    pub const QUOTA: BackoffSchedule = BackoffSchedule {
+        first: Duration::from_secs(15 * 60),
+        cap: Duration::from_secs(6 * 3600),
+    };
+    /// An operator's mistake (a wrong token key): soon enough to notice the
+    /// fix, rarely enough not to spin: one minute doubling up to 15.
+    pub const OPERATOR: BackoffSchedule = BackoffSchedule {
+        first: Duration::from_secs(60),
+        cap: Duration::from_secs(15 * 60),
+    };
 }
 
 /// Proof that a job's completion was written (by [`Job::complete_in`] or
@@ -321,8 +353,44 @@ impl Queue {
         let Some(attempts) = store::jobs::lock_running(&mut tx, job.id, job.token).await? else {
             return Ok(Transition::LeaseLost);
         };
-        let message = error.to_string();
+        let message = crate::text::error_text(&error.to_string());
+        // Failures belong to the connection too: its last error, since when it
+        // has been failing and, for pulls, its own back-off, so the scheduler
+        // does not replace a failing pull with a new one every tick.
+        let schedule = match error {
+            JobError::Backoff { schedule, .. } => Some(*schedule),
+            JobError::Retry(_) | JobError::Fatal(_)
+                if matches!(job.kind, JobKind::Pull | JobKind::FullResync) =>
+            {
+                Some(BackoffSchedule {
+                    first: self.settings.retry_base.max(Duration::from_secs(1)),
+                    cap: self.settings.connection_backoff_cap,
+                })
+            }
+            _ => None,
+        };
+        let connection_delay = match (error, schedule) {
+            (JobError::Snooze { .. }, _) => None,
+            (_, schedule) => Some(
+                store::connections::record_failure(&mut tx, job.connection, &message, schedule)
+                    .await?,
+            ),
+        };
         let transition = match error {
+            JobError::Backoff { .. } => {
+                let delay = connection_delay
+                    .flatten()
+                    .unwrap_or(BackoffSchedule::OPERATOR.first);
+                let into = store::jobs::requeue(
+                    &mut tx,
+                    job.id,
+                    delay.as_secs_f64(),
+                    attempts,
+                    Some(&message),
+                )
+                .await?;
+                Transition::Requeued { into, delay }
+            }
             JobError::Snooze { after, .. } => {
                 let into = store::jobs::requeue(
                     &mut tx,

@@ -62,8 +62,22 @@ pub(super) struct MaybeAppointment {
     updated_at: Option<DateTime<Utc>>,
 }
 
+/// The columns of [`MaybeAppointment`] as a SELECT list over `a`. Times go
+/// through `plansync.storable_time`, which turns a host's `infinity` or
+/// out-of-range value into NULL: decoding those would panic, and the row must
+/// still be read (and refused for push, or overwritten by a newer Google
+/// version) rather than stop its calendar.
+pub(super) const APPOINTMENT_COLUMNS: &str = "a.user_id, a.summary, a.description, a.location, \
+     plansync.storable_time(a.start_at) AS start_at, plansync.storable_time(a.end_at) AS end_at, \
+     a.start_time_zone, a.end_time_zone, a.all_day, \
+     plansync.storable_time(a.created_at) AS created_at, \
+     plansync.storable_time(a.updated_at) AS updated_at";
+
 impl MaybeAppointment {
     pub(super) fn into_row(self, id: AppointmentId) -> Option<AppointmentRow> {
+        // The row exists (user_id is NOT NULL): a NULL time is one
+        // storable_time refused.
+        let time = |t: Option<DateTime<Utc>>| t.unwrap_or(crate::model::UNSTORABLE_TIME);
         Some(AppointmentRow {
             id,
             user_id: self.user_id?,
@@ -71,14 +85,14 @@ impl MaybeAppointment {
                 summary: self.summary?,
                 description: self.description,
                 location: self.location,
-                start_at: self.start_at?,
-                end_at: self.end_at?,
+                start_at: time(self.start_at),
+                end_at: time(self.end_at),
                 start_time_zone: self.start_time_zone,
                 end_time_zone: self.end_time_zone,
                 all_day: self.all_day?,
             },
-            created_at: self.created_at?,
-            updated_at: self.updated_at?,
+            created_at: time(self.created_at),
+            updated_at: time(self.updated_at),
         })
     }
 }
@@ -130,22 +144,22 @@ pub async fn load_linked(
     .bind(event_ids)
     .execute(&mut *conn)
     .await?;
-    let rows = sqlx::query_as::<_, RowWithLink>(
+    let sql = format!(
         "SELECT l.id AS link_id, l.event_id, l.appointment_id, l.etag, \
              EXISTS (SELECT 1 FROM plansync.jobs j WHERE j.kind = 'push' \
                  AND j.appointment_id = l.appointment_id \
                  AND j.state IN ('queued', 'dead')) AS pending_push, \
-             a.user_id, a.summary, a.description, a.location, a.start_at, a.end_at, \
-             a.start_time_zone, a.end_time_zone, a.all_day, a.created_at, a.updated_at \
+             {APPOINTMENT_COLUMNS} \
          FROM plansync.links l \
          LEFT JOIN public.appointments a ON a.id = l.appointment_id \
          WHERE l.connection_id = $1 AND l.event_id = ANY($2) \
-         FOR UPDATE OF l",
-    )
-    .bind(connection)
-    .bind(event_ids)
-    .fetch_all(conn)
-    .await?;
+         FOR UPDATE OF l"
+    );
+    let rows = sqlx::query_as::<_, RowWithLink>(&sql)
+        .bind(connection)
+        .bind(event_ids)
+        .fetch_all(conn)
+        .await?;
     Ok(rows.into_iter().map(RowWithLink::into_linked).collect())
 }
 

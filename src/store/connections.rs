@@ -4,10 +4,17 @@
 //! `disconnect`; it is never deleted by the worker (deleting the user cascades),
 //! so the links of its appointments survive a disconnect and a later connect
 //! of the same calendar picks them up again instead of importing twice.
+//!
+//! Every statement that moves a connection into or out of needs-reauth or
+//! calendar-gone (`mark_blocked`, `connect`, `finish_pull`) ends with
+//! [`announce_link_change`], in the same transaction: the user gets one `plan`
+//! delta (section `google-calendar`) per change of state, never one per
+//! failure.
 
 use sqlx::PgPool;
 
 use super::StoreError;
+use crate::deltas::{ConnectionPayload, PlanItemDelta};
 use crate::ids::{CalendarId, ConnectionId, UserId};
 
 /// What `connect` asks for.
@@ -82,6 +89,8 @@ pub async fn connect(pool: &PgPool, new: NewConnection<'_>) -> Result<ConnectOut
     .bind(&new.refresh_token_enc)
     .fetch_one(&mut *tx)
     .await?;
+    // A re-authorisation that repairs a broken link tells the user so.
+    announce_link_change(&mut tx, id).await?;
     // Queued jobs follow a region change, so the new region's workers claim them.
     sqlx::query(
         "UPDATE plansync.jobs j SET region = c.region, updated_at = now() \
@@ -191,6 +200,9 @@ pub struct SyncConnection {
     pub is_push_target: bool,
     /// No pull has completed yet.
     pub never_pulled: bool,
+    /// Events of this connection are set aside: pulls must check whether
+    /// the events they read resolve them.
+    pub has_skipped: bool,
 }
 
 pub async fn load_for_sync(
@@ -204,7 +216,9 @@ pub async fn load_for_sync(
                  SELECT t.id FROM plansync.connections t \
                  WHERE t.user_id = c.user_id AND t.active \
                  ORDER BY t.push_target DESC, t.id LIMIT 1)) AS is_push_target, \
-             c.last_pull_at IS NULL AS never_pulled \
+             c.last_pull_at IS NULL AS never_pulled, \
+             EXISTS (SELECT 1 FROM plansync.skipped_events s WHERE s.connection_id = c.id) \
+                 AS has_skipped \
          FROM plansync.connections c WHERE c.id = $1",
     )
     .bind(id)
@@ -234,14 +248,51 @@ pub async fn mark_blocked(
         Blocked::CalendarGone => "calendar_gone",
     };
     sqlx::query(&format!(
-        "UPDATE plansync.connections SET {column} = TRUE, last_error = $2, updated_at = now() \
+        "UPDATE plansync.connections SET {column} = TRUE, last_error = $2, \
+             failing_since = COALESCE(failing_since, now()), updated_at = now() \
          WHERE id = $1"
     ))
     .bind(id)
-    .bind(error)
-    .execute(conn)
+    .bind(crate::text::error_text(error))
+    .execute(&mut *conn)
     .await?;
+    announce_link_change(conn, id).await?;
     Ok(())
+}
+
+/// Records a failed job on its connection: the (cleaned) error, since when
+/// it has been failing, one more failure in a row and, with a `schedule`, a
+/// back-off before the scheduler pulls it again (`first * 2^(failures-1)`,
+/// at most `cap`). Returns that back-off.
+pub async fn record_failure(
+    conn: &mut sqlx::PgConnection,
+    id: ConnectionId,
+    error: &str,
+    schedule: Option<crate::queue::BackoffSchedule>,
+) -> Result<Option<std::time::Duration>, StoreError> {
+    let (first, cap) =
+        schedule.map_or((0.0, 0.0), |s| (s.first.as_secs_f64(), s.cap.as_secs_f64()));
+    let delay: Option<f64> = sqlx::query_scalar(
+        "UPDATE plansync.connections SET last_error = $2, \
+             failing_since = COALESCE(failing_since, now()), \
+             failures = LEAST(failures + 1, 1000000), \
+             backoff_until = CASE WHEN $3 THEN now() + make_interval(secs => \
+                 LEAST($4::FLOAT8 * power(2::FLOAT8, LEAST(failures, 60)), $5::FLOAT8)) \
+                 ELSE backoff_until END, \
+             updated_at = now() \
+         WHERE id = $1 \
+         RETURNING CASE WHEN $3 THEN \
+             LEAST($4::FLOAT8 * power(2::FLOAT8, LEAST(failures - 1, 60)), $5::FLOAT8) END",
+    )
+    .bind(id)
+    .bind(crate::text::error_text(error))
+    .bind(schedule.is_some())
+    .bind(first)
+    .bind(cap)
+    .fetch_optional(conn)
+    .await?
+    .flatten();
+    Ok(delay.map(std::time::Duration::from_secs_f64))
 }
 
 /// The end of a successful pull: the new sync token (only ever stored with
@@ -256,13 +307,68 @@ pub async fn finish_pull(
         "UPDATE plansync.connections SET sync_token = $2, \
              sync_token_at = CASE WHEN $2::TEXT IS NULL THEN sync_token_at ELSE now() END, \
              calendar_time_zone = COALESCE($3, calendar_time_zone), last_pull_at = now(), \
-             last_error = NULL, calendar_gone = FALSE, updated_at = now() \
+             last_error = NULL, calendar_gone = FALSE, failing_since = NULL, failures = 0, \
+             backoff_until = NULL, updated_at = now() \
          WHERE id = $1",
     )
     .bind(id)
     .bind(sync_token)
     .bind(calendar_time_zone)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
+    // A successful sync after the calendar was gone: tell the user.
+    announce_link_change(conn, id).await?;
     Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct LinkState {
+    id: ConnectionId,
+    user_id: UserId,
+    calendar_id: CalendarId,
+    needs_reauth: bool,
+    calendar_gone: bool,
+    last_error: Option<String>,
+}
+
+/// When the connection's needs-reauth / calendar-gone state differs from what
+/// its user was last told, records the new state as told and appends one
+/// `plan` delta (section `google-calendar`, with the connection) to the
+/// outbox, in the caller's transaction. Returns the delta's version, `None`
+/// when there was nothing new to tell (e.g. another failure of an already
+/// broken connection).
+pub async fn announce_link_change(
+    conn: &mut sqlx::PgConnection,
+    id: ConnectionId,
+) -> Result<Option<i64>, StoreError> {
+    let changed: Option<LinkState> = sqlx::query_as(
+        "UPDATE plansync.connections SET announced_needs_reauth = needs_reauth, \
+             announced_calendar_gone = calendar_gone \
+         WHERE id = $1 AND (announced_needs_reauth, announced_calendar_gone) \
+             IS DISTINCT FROM (needs_reauth, calendar_gone) \
+         RETURNING id, user_id, calendar_id, needs_reauth, calendar_gone, last_error",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(state) = changed else {
+        return Ok(None);
+    };
+    let mut deltas = [PlanItemDelta::google_link(ConnectionPayload {
+        id: state.id,
+        calendar_id: state.calendar_id,
+        needs_reauth: state.needs_reauth,
+        calendar_gone: state.calendar_gone,
+        last_error: state.last_error,
+    })];
+    let version = super::outbox::append(conn, state.user_id, &mut deltas).await?;
+    tracing::info!(
+        connection = %id,
+        user = %state.user_id,
+        needs_reauth = state.needs_reauth,
+        calendar_gone = state.calendar_gone,
+        version,
+        "google link state changed; user told"
+    );
+    Ok(Some(version))
 }

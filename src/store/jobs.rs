@@ -275,6 +275,7 @@ pub async fn schedule_pulls(
                  mod(extract(epoch FROM now())::NUMERIC \
                      - mod(abs(hashint8(c.id)::BIGINT), iv.secs)::NUMERIC + iv.secs::NUMERIC, \
                      iv.secs::NUMERIC)::FLOAT8)) \
+           AND (c.backoff_until IS NULL OR c.backoff_until <= now()) \
            AND NOT EXISTS (SELECT 1 FROM plansync.jobs j \
                            WHERE j.connection_id = c.id AND j.kind IN ('pull', 'full_resync') \
                              AND j.state IN ('queued', 'running')) \
@@ -367,16 +368,50 @@ pub async fn running(pool: &PgPool, user: Option<UserId>) -> Result<Vec<RunningJ
     Ok(rows)
 }
 
-pub async fn dead(pool: &PgPool, user: Option<UserId>) -> Result<Vec<DeadJob>, StoreError> {
+/// The newest `limit` dead jobs, oldest of them first.
+pub async fn dead(
+    pool: &PgPool,
+    user: Option<UserId>,
+    limit: i64,
+) -> Result<Vec<DeadJob>, StoreError> {
     let rows = sqlx::query_as(
-        "SELECT j.id AS job_id, j.kind, j.connection_id, j.attempts, j.last_error \
-         FROM plansync.jobs j JOIN plansync.connections c ON c.id = j.connection_id \
-         WHERE j.state = 'dead' AND ($1::BIGINT IS NULL OR c.user_id = $1) \
-         ORDER BY j.id",
+        "SELECT * FROM ( \
+             SELECT j.id AS job_id, j.kind, j.connection_id, j.attempts, j.last_error \
+             FROM plansync.jobs j JOIN plansync.connections c ON c.id = j.connection_id \
+             WHERE j.state = 'dead' AND ($1::BIGINT IS NULL OR c.user_id = $1) \
+             ORDER BY j.id DESC LIMIT $2) newest \
+         ORDER BY job_id",
     )
     .bind(user)
+    .bind(limit)
     .fetch_all(pool)
     .await?;
+    Ok(rows)
+}
+
+pub async fn dead_total(pool: &PgPool, user: Option<UserId>) -> Result<i64, StoreError> {
+    let n = sqlx::query_scalar(
+        "SELECT count(*) FROM plansync.jobs j JOIN plansync.connections c ON c.id = j.connection_id \
+         WHERE j.state = 'dead' AND ($1::BIGINT IS NULL OR c.user_id = $1)",
+    )
+    .bind(user)
+    .fetch_one(pool)
+    .await?;
+    Ok(n)
+}
+
+/// Deletes dead jobs that died more than `age_secs` ago.
+pub async fn prune_dead(pool: &PgPool, age_secs: f64) -> Result<u64, StoreError> {
+    let rows = sqlx::query(
+        "DELETE FROM plansync.jobs WHERE id IN ( \
+             SELECT id FROM plansync.jobs \
+             WHERE state = 'dead' AND finished_at < now() - make_interval(secs => $1) \
+             LIMIT 10000)",
+    )
+    .bind(age_secs)
+    .execute(pool)
+    .await?
+    .rows_affected();
     Ok(rows)
 }
 

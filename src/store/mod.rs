@@ -10,10 +10,12 @@ pub mod channels;
 pub mod conflicts;
 pub mod connections;
 pub mod jobs;
+pub mod key_check;
 pub mod links;
 pub mod migrate;
 pub mod outbox;
 pub mod push;
+pub mod skipped;
 pub mod status;
 
 use std::time::Duration;

@@ -142,25 +142,80 @@ pub async fn mark_published(
     Ok(())
 }
 
-/// Deletes up to `limit` rows published before `now() - retention`. Returns
-/// how many went.
+/// Deletes up to `limit` rows published before `now() - retention`, and
+/// raises each affected user's pruned watermark to the highest version that
+/// went, in the same statement (so a catch-up read never sees rows gone
+/// without the watermark that says so). Returns how many rows went.
 pub async fn prune(
     pool: &PgPool,
     retention: std::time::Duration,
     limit: i64,
 ) -> Result<u64, StoreError> {
-    let done = sqlx::query(
-        "DELETE FROM plansync.outbox WHERE id IN ( \
-             SELECT id FROM plansync.outbox \
-             WHERE published_at IS NOT NULL \
-               AND published_at < now() - make_interval(secs => $1) \
-             LIMIT $2)",
+    let pruned: i64 = sqlx::query_scalar(
+        "WITH gone AS ( \
+             DELETE FROM plansync.outbox WHERE id IN ( \
+                 SELECT id FROM plansync.outbox \
+                 WHERE published_at IS NOT NULL \
+                   AND published_at < now() - make_interval(secs => $1) \
+                 LIMIT $2) \
+             RETURNING user_id, version), \
+         marks AS ( \
+             INSERT INTO plansync.outbox_pruned AS p (user_id, version) \
+             SELECT user_id, max(version) FROM gone GROUP BY user_id \
+             ON CONFLICT (user_id) DO UPDATE \
+                 SET version = GREATEST(p.version, EXCLUDED.version)) \
+         SELECT count(*) FROM gone",
     )
     .bind(retention.as_secs_f64())
     .bind(limit)
-    .execute(pool)
+    .fetch_one(pool)
     .await?;
-    Ok(done.rows_affected())
+    Ok(pruned as u64)
+}
+
+/// What the outbox still holds of one user after a given version, read in one
+/// snapshot.
+#[derive(Debug, Clone)]
+pub struct CatchUpRows {
+    /// `users.plan_version` now.
+    pub plan_version: i64,
+    /// The highest version pruned for this user (0 when none was).
+    pub pruned_version: i64,
+    /// The user's deltas with a greater version than asked, published or not,
+    /// in version order, as JSON text exactly as written (and published).
+    pub deltas: Vec<String>,
+}
+
+/// The user's outbox rows after `after`, with the watermark and the plan
+/// version, in one statement (one snapshot: a concurrent prune is either
+/// wholly visible or not at all). `None` when the user does not exist. The
+/// rows are read only when `after` is at or above the watermark.
+pub async fn catch_up(
+    pool: &PgPool,
+    user: UserId,
+    after: i64,
+) -> Result<Option<CatchUpRows>, StoreError> {
+    let row: Option<(i64, i64, Vec<String>)> = sqlx::query_as(
+        "SELECT u.plan_version, COALESCE(p.version, 0), \
+             CASE WHEN $2 >= COALESCE(p.version, 0) THEN ARRAY( \
+                 SELECT o.delta::TEXT FROM plansync.outbox o \
+                 WHERE o.user_id = u.id AND o.version > $2 ORDER BY o.version) \
+             ELSE ARRAY[]::TEXT[] END \
+         FROM public.users u \
+         LEFT JOIN plansync.outbox_pruned p ON p.user_id = u.id \
+         WHERE u.id = $1",
+    )
+    .bind(user)
+    .bind(after)
+    .fetch_optional(pool)
+    .await?;
+    Ok(
+        row.map(|(plan_version, pruned_version, deltas)| CatchUpRows {
+            plan_version,
+            pruned_version,
+            deltas,
+        }),
+    )
 }
 
 /// Unpublished rows (of one user, when given) and the age of the oldest.

@@ -11,7 +11,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use super::appointments::{AppointmentRow, MaybeAppointment};
+use super::appointments::{AppointmentRow, MaybeAppointment, APPOINTMENT_COLUMNS};
 use super::StoreError;
 use crate::ids::{AppointmentId, ConnectionId, Etag, EventId};
 
@@ -31,6 +31,8 @@ pub struct PushLink {
 pub struct PushState {
     pub appointment: Option<AppointmentRow>,
     pub link: Option<PushLink>,
+    /// An earlier push of this appointment was parked.
+    pub parked: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -42,23 +44,23 @@ struct StateRow {
     event_id: Option<EventId>,
     etag: Option<Etag>,
     remote_updated_at: Option<DateTime<Utc>>,
+    parked: bool,
 }
 
 /// The appointment (absent when the host deleted it) and its link (absent
 /// when it was never pushed, on any connection).
 pub async fn load(conn: &mut PgConnection, id: AppointmentId) -> Result<PushState, StoreError> {
-    let row: StateRow = sqlx::query_as(
-        "SELECT a.user_id, a.summary, a.description, a.location, a.start_at, a.end_at, \
-             a.start_time_zone, a.end_time_zone, a.all_day, a.created_at, a.updated_at, \
+    let sql = format!(
+        "SELECT {APPOINTMENT_COLUMNS}, \
              l.id AS link_id, l.connection_id AS link_connection, l.event_id, l.etag, \
-             l.remote_updated_at \
+             l.remote_updated_at, \
+             EXISTS (SELECT 1 FROM plansync.parked_pushes p WHERE p.appointment_id = k.id) \
+                 AS parked \
          FROM (SELECT $1::BIGINT AS id) k \
          LEFT JOIN public.appointments a ON a.id = k.id \
-         LEFT JOIN plansync.links l ON l.appointment_id = k.id",
-    )
-    .bind(id)
-    .fetch_one(conn)
-    .await?;
+         LEFT JOIN plansync.links l ON l.appointment_id = k.id"
+    );
+    let row: StateRow = sqlx::query_as(&sql).bind(id).fetch_one(conn).await?;
     let appointment = row.appointment.into_row(id);
     let link = match (row.link_id, row.link_connection, row.event_id) {
         (Some(id), Some(connection_id), Some(event_id)) => Some(PushLink {
@@ -70,7 +72,11 @@ pub async fn load(conn: &mut PgConnection, id: AppointmentId) -> Result<PushStat
         }),
         _ => None,
     };
-    Ok(PushState { appointment, link })
+    Ok(PushState {
+        appointment,
+        link,
+        parked: row.parked,
+    })
 }
 
 /// This deployment's event-id salt (generated once by the migration).

@@ -33,7 +33,18 @@ pub async fn connections(
               ORDER BY k.id DESC LIMIT 1) AS last_conflict, \
              (SELECT max(ch.expires_at) FROM plansync.channels ch \
               WHERE ch.connection_id = c.id AND ch.state = 'live' AND ch.retired_at IS NULL \
-                AND ch.expires_at > now()) AS channel_expires_at \
+                AND ch.expires_at > now()) AS channel_expires_at, \
+             c.failing_since, \
+             (SELECT COALESCE(json_agg(json_build_object('eventId', s.event_id, \
+                  'reason', s.reason, 'seenAt', to_char(s.last_seen_at AT TIME ZONE 'UTC', \
+                      'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')) \
+                  ORDER BY s.last_seen_at DESC, s.event_key), '[]'::json) \
+              FROM (SELECT * FROM plansync.skipped_events x WHERE x.connection_id = c.id \
+                    ORDER BY x.last_seen_at DESC, x.event_key LIMIT 200) s) AS skipped_events, \
+             (SELECT COALESCE(json_agg(json_build_object('appointmentId', p.appointment_id, \
+                  'reason', p.reason) ORDER BY p.appointment_id), '[]'::json) \
+              FROM (SELECT * FROM plansync.parked_pushes x WHERE x.connection_id = c.id \
+                    ORDER BY x.appointment_id LIMIT 200) p) AS parked_pushes \
          FROM plansync.connections c \
          WHERE $1::BIGINT IS NULL OR c.user_id = $1 \
          ORDER BY c.id",

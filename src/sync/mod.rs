@@ -27,7 +27,7 @@ use crate::config::SyncSettings;
 use crate::crypto::TokenCipher;
 use crate::google::{CalendarClient, GoogleClient, GoogleError, NextStep, TokenProvider};
 use crate::ids::ConnectionId;
-use crate::queue::{Job, JobError};
+use crate::queue::{BackoffSchedule, Job, JobError};
 use crate::store::connections::{self, Blocked, SyncConnection};
 
 /// Shared by every sync job of a worker.
@@ -67,9 +67,9 @@ impl SyncDeps {
         self
     }
 
-    /// The calendar client of a connection. Fails fatally when the stored
-    /// token cannot be decrypted (wrong `PLANSYNC_TOKEN_KEY`): retrying cannot
-    /// help, an operator must.
+    /// The calendar client of a connection. When the stored token cannot be
+    /// decrypted (wrong `PLANSYNC_TOKEN_KEY`) the job backs off without
+    /// spending attempts until an operator fixes the key.
     pub fn client(&self, connection: &SyncConnection) -> Result<CalendarClient, JobError> {
         let stored = connection.refresh_token_enc.as_deref().ok_or_else(|| {
             JobError::Fatal(format!(
@@ -83,10 +83,19 @@ impl SyncDeps {
                 return Ok(self.google.calendar_client_with(provider.clone()));
             }
         }
+        // A token the key cannot open is an operator's mistake (a replica with
+        // the wrong PLANSYNC_TOKEN_KEY), never the user's: back off and say so,
+        // never mark the connection needs-reauth.
         let token = self
             .cipher
             .decrypt(connection.user_id, &connection.calendar_id, stored)
-            .map_err(|e| JobError::Fatal(e.to_string()))?;
+            .map_err(|e| JobError::Backoff {
+                reason: format!(
+                    "PLANSYNC_TOKEN_KEY cannot decrypt this connection's refresh token \
+                     (is this worker running with the wrong key?): {e}"
+                ),
+                schedule: BackoffSchedule::OPERATOR,
+            })?;
         let provider = self.google.token_provider(token);
         cache.insert(connection.id, (stored.to_vec(), provider.clone()));
         Ok(self.google.calendar_client_with(provider))
@@ -122,6 +131,12 @@ pub async fn google_failure(
             return JobError::Snooze {
                 after: snooze_for(after),
                 reason: message,
+            }
+        }
+        NextStep::QuotaBackoff => {
+            return JobError::Backoff {
+                reason: message,
+                schedule: BackoffSchedule::QUOTA,
             }
         }
         NextStep::Retry | NextStep::FullResync => return JobError::Retry(message),

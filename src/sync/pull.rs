@@ -18,7 +18,7 @@
 //!   anyone named inside the event.
 //! - **Batched writes.** Each kind of change is one statement per page.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -27,7 +27,9 @@ use sqlx::{Acquire, PgConnection};
 use super::reconcile::{self, Action, LocalAppointment, LocalState, Loser};
 use super::{google_failure, SyncDeps};
 use crate::deltas::{AppointmentPayload, DeltaBatch, GoogleSync};
-use crate::google::{CalendarClient, EventPage, GoogleError, ListQuery, NextStep, RemoteEvent};
+use crate::google::{
+    skipped_id, CalendarClient, EventPage, GoogleError, ListQuery, NextStep, PageToken, RemoteEvent,
+};
 use crate::ids::{AppointmentId, Etag, EventId, SyncToken, UserId};
 use crate::model::AppointmentFields;
 use crate::queue::{Done, Job, JobError, JobKind};
@@ -35,6 +37,7 @@ use crate::store::appointments::{self, AppointmentRow, LinkedAppointment, NewLin
 use crate::store::conflicts::{self, NewConflict};
 use crate::store::connections::{self, SyncConnection};
 use crate::store::links::{self, LinkRefresh};
+use crate::store::skipped::{self, Skip};
 use crate::store::{self, StoreError};
 use crate::worker::JobContext;
 
@@ -108,7 +111,12 @@ pub async fn run(deps: &SyncDeps, ctx: &JobContext, job: &Job) -> Result<Done, J
 async fn full_mode(deps: &SyncDeps, pool: &sqlx::PgPool) -> Result<Mode, JobError> {
     let mut conn = pool.acquire().await?;
     let generation = links::next_generation(&mut conn).await?;
-    let time_min = Utc::now() - chrono::Duration::days(i64::from(deps.settings.lookback_days));
+    // lookback_days is range-checked at start-up (at most 100 years).
+    let time_min = Utc::now()
+        .checked_sub_signed(chrono::Duration::days(i64::from(
+            deps.settings.lookback_days,
+        )))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
     Ok(Mode::Full {
         generation,
         time_min,
@@ -134,6 +142,11 @@ async fn pull(
     // so the pull's memory follows the page size, not the calendar's.
     let mut conn = ctx.pool.acquire().await?;
     let mut pages = 0u32;
+    // Every job ends: a page token Google already gave us in this listing, or
+    // more pages than PLANSYNC_MAX_PAGES, fails the job instead of listing
+    // forever.
+    let mut page_tokens: HashSet<String> = HashSet::new();
+    let mut has_skipped = connection.has_skipped;
     let mut events_seen = 0usize;
     // Time spent waiting on Google vs. the rest (reconcile and the page's
     // transaction), logged at the end: what an operator (and the benchmark)
@@ -153,6 +166,23 @@ async fn pull(
         pages += 1;
         events_seen += page.events.len();
         let next = page.next_page_token.clone();
+        if let Some(PageToken(token)) = &next {
+            if pages >= deps.settings.max_pages {
+                return Err(PullError::Google(GoogleError::Malformed {
+                    detail: format!(
+                        "the listing did not end within PLANSYNC_MAX_PAGES = {} pages",
+                        deps.settings.max_pages
+                    ),
+                }));
+            }
+            if !page_tokens.insert(token.clone()) {
+                return Err(PullError::Google(GoogleError::Malformed {
+                    detail: format!(
+                        "Google repeated a page token after {pages} pages: the listing would never end"
+                    ),
+                }));
+            }
+        }
 
         let mut tx = conn.begin().await?;
         job.fence(&mut tx).await?;
@@ -163,7 +193,21 @@ async fn pull(
             .calendar_time_zone
             .as_deref()
             .or(connection.calendar_time_zone.as_deref());
-        apply_page(&mut tx, connection, &events, generation, zone, &mut batch).await?;
+        // An event set aside keeps its appointment: the sweep must not take
+        // an unreadable event for a deleted one.
+        let set_aside: Vec<&str> = page
+            .skipped
+            .iter()
+            .filter_map(|s| s.event_id.as_deref())
+            .collect();
+        apply_page(
+            &mut tx, connection, &events, &set_aside, generation, zone, &mut batch,
+        )
+        .await?;
+        if !page.skipped.is_empty() || has_skipped {
+            record_skipped(&mut tx, connection, &page).await?;
+            has_skipped = true;
+        }
         if let Some(next) = next {
             batch.write(&mut tx, deps.settings.bulk_threshold).await?;
             tx.commit().await?;
@@ -195,6 +239,37 @@ async fn pull(
         );
         return Ok(done);
     }
+}
+
+/// Records the page's set-aside events and forgets those it read fine (in
+/// one statement, only when the connection has or gets any).
+async fn record_skipped(
+    tx: &mut PgConnection,
+    connection: &SyncConnection,
+    page: &EventPage,
+) -> Result<(), StoreError> {
+    for s in &page.skipped {
+        tracing::warn!(
+            event = s.event_id.as_deref().unwrap_or("(no id)"),
+            reason = %s.reason,
+            "event set aside"
+        );
+    }
+    metrics::counter!("plansync_skipped_events_total").increment(page.skipped.len() as u64);
+    let skips: Vec<Skip> = page
+        .skipped
+        .iter()
+        .map(|s| Skip {
+            event_id: s.event_id.as_deref(),
+            reason: &s.reason,
+        })
+        .collect();
+    let resolved: Vec<String> = page
+        .events
+        .iter()
+        .map(|e| skipped_id(e.id.as_str()))
+        .collect();
+    skipped::record(tx, connection.id, &skips, &resolved).await
 }
 
 async fn finish(
@@ -322,11 +397,13 @@ async fn apply_page(
     tx: &mut PgConnection,
     connection: &SyncConnection,
     events: &[&RemoteEvent],
+    set_aside: &[&str],
     generation: Option<i64>,
     calendar_time_zone: Option<&str>,
     batch: &mut DeltaBatch,
 ) -> Result<(), StoreError> {
-    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let mut ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    ids.extend_from_slice(set_aside);
     let linked = appointments::load_linked(tx, connection.id, &ids).await?;
     let by_event: HashMap<&str, &LinkedAppointment> =
         linked.iter().map(|l| (l.event_id.as_str(), l)).collect();
@@ -343,6 +420,11 @@ async fn apply_page(
     // For delta payloads: what Google knows of each changed appointment.
     let mut sync_info: HashMap<AppointmentId, (&EventId, &Etag, DateTime<Utc>)> = HashMap::new();
 
+    for id in set_aside {
+        if let Some(link) = by_event.get(id) {
+            seen.push(link.link_id);
+        }
+    }
     for event in events {
         let link = by_event.get(event.id.as_str()).copied();
         let local = link.map(|l| local_state(l, connection.user_id, calendar_time_zone));

@@ -48,6 +48,7 @@ use crate::store::conflicts::{self, NewConflict};
 use crate::store::connections::{self, SyncConnection};
 use crate::store::links::{self, LinkRefresh};
 use crate::store::push::{self as push_store, PushLink, PushState};
+use crate::store::skipped;
 use crate::worker::JobContext;
 
 /// The private extended property naming the appointment an event was
@@ -73,7 +74,32 @@ pub async fn run(deps: &SyncDeps, ctx: &JobContext, job: &Job) -> Result<Done, J
         // takes it from here.
         return job.complete(pool).await;
     }
+    let was_parked = state.parked;
     let plan = plan(job.connection, connection.user_id, appointment, state);
+    // Host rows are validated before anything is sent: a row Google would
+    // refuse (or that we cannot even express) is parked with its reason,
+    // shown in `status`, and never retried until the host changes it.
+    if let Plan::Insert {
+        appointment: row, ..
+    }
+    | Plan::Patch {
+        appointment: row, ..
+    } = &plan
+    {
+        if let Some(reason) = row.fields.push_problem() {
+            tracing::warn!(appointment = %row.id, %reason, "push parked: invalid appointment");
+            let mut tx = pool.begin().await?;
+            job.fence(&mut tx).await?;
+            skipped::park_push(&mut tx, job.connection, row.id, &reason).await?;
+            let done = job.complete_in(&mut tx).await?;
+            tx.commit().await?;
+            return Ok(done);
+        }
+    }
+    if was_parked {
+        let mut conn = pool.acquire().await?;
+        skipped::unpark_push(&mut conn, appointment).await?;
+    }
     if let Plan::Nothing = plan {
         return job.complete(pool).await;
     }
@@ -127,7 +153,9 @@ enum Plan {
 }
 
 fn plan(connection: ConnectionId, owner: UserId, id: AppointmentId, state: PushState) -> Plan {
-    let PushState { appointment, link } = state;
+    let PushState {
+        appointment, link, ..
+    } = state;
     if let Some(link) = &link {
         if link.connection_id != connection {
             return Plan::Forward(link.connection_id);
@@ -791,7 +819,11 @@ mod tests {
     }
 
     fn state(appointment: Option<AppointmentRow>, link: Option<PushLink>) -> PushState {
-        PushState { appointment, link }
+        PushState {
+            appointment,
+            link,
+            parked: false,
+        }
     }
 
     #[test]

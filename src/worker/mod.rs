@@ -1,5 +1,6 @@
 //! The worker runtime: the claim loop, the scheduler tick, concurrency,
-//! heartbeats, graceful shutdown, and the HTTP side ([`http`]).
+//! heartbeats, graceful shutdown, and the HTTP side ([`http`], with the
+//! authenticated catch-up route in [`api`]).
 //!
 //! - **Claim loop.** At most `PLANSYNC_CONCURRENCY` jobs in flight (a
 //!   semaphore); an idle worker waits for a `NOTIFY` on
@@ -24,6 +25,7 @@
 //!   `PLANSYNC_SHUTDOWN_GRACE_SECS`, then stops the rest and releases their
 //!   leases (back to the queue, no attempt spent).
 
+pub mod api;
 pub mod handler;
 pub mod http;
 pub mod notifications;
@@ -209,6 +211,11 @@ impl<H: JobHandler> Worker<H> {
         let scheduled = store::jobs::schedule_pulls(pool, &cfg.region, interval, backstop).await?;
         let upkeep = self.channel_upkeep().await?;
         store::jobs::prune_finished(pool, KEEP_FINISHED.as_secs_f64()).await?;
+        store::jobs::prune_dead(
+            pool,
+            self.inner.queue.settings().dead_retention.as_secs_f64(),
+        )
+        .await?;
         if scheduled > 0 || upkeep > 0 {
             tracing::debug!(scheduled, upkeep, "scheduled pulls and channel upkeep");
         }

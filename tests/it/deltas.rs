@@ -13,16 +13,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::harness::{eventually, redis_url, PrivateRedis, TestApp};
 
-fn redis_settings(app: &TestApp, url: String, mode: DeltaMode) -> RedisSettings {
+pub fn redis_settings(app: &TestApp, url: String, mode: DeltaMode) -> RedisSettings {
     RedisSettings {
         url,
         delta_mode: mode,
         prefix: app.redis_prefix.clone(),
         socketio_key: format!("{}sio", app.redis_prefix),
+        socketio_stream: format!("{}stream", app.redis_prefix),
+        ..RedisSettings::default()
     }
 }
 
-fn fast_relay() -> RelaySettings {
+pub fn fast_relay() -> RelaySettings {
     RelaySettings {
         backoff_min: Duration::from_millis(20),
         backoff_max: Duration::from_millis(200),
@@ -33,7 +35,7 @@ fn fast_relay() -> RelaySettings {
 
 /// Commits one transaction deleting `ids` of `user` (the cheapest delta to
 /// make: no appointment rows are needed to exercise the outbox).
-async fn commit_deletes(app: &TestApp, user: i64, ids: &[i64]) {
+pub async fn commit_deletes(app: &TestApp, user: i64, ids: &[i64]) {
     let mut tx = app.pool.begin().await.unwrap();
     let mut batch = DeltaBatch::new();
     for id in ids {
@@ -124,14 +126,52 @@ async fn each_delta_bumps_the_version_by_one_and_coalesced_ones_bump_nothing() {
     );
 }
 
-/// Collects messages of a pattern subscription into per-channel lists.
-struct Subscriber {
+/// Collects messages of a pattern subscription into per-channel lists. Every
+/// message taken from it is checked against the contract's JSON Schema.
+pub struct Subscriber {
     messages: tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>,
     _task: tokio::task::JoinHandle<()>,
 }
 
+/// Checks one received message against the schema: a JSON channel carries
+/// the message itself, a Socket.IO channel the emitter envelope (msgpack)
+/// around the `plan:item-delta` payload.
+pub fn assert_message_valid(channel: &str, payload: &[u8]) {
+    use crate::contract::{assert_valid, Shape};
+    if channel.contains("plan-deltas:user:") {
+        let value: serde_json::Value = serde_json::from_slice(payload)
+            .unwrap_or_else(|e| panic!("not JSON on {channel}: {e}"));
+        assert_valid(Shape::UserDeltaMessage, &value);
+    } else if channel.contains("#/#") {
+        let value: serde_json::Value = rmp_serde::from_slice(payload)
+            .unwrap_or_else(|e| panic!("not msgpack on {channel}: {e}"));
+        assert_valid(Shape::PlanItemDeltaPayload, &value[1]["data"][1]);
+    } else {
+        panic!("a message on an unexpected channel {channel}");
+    }
+}
+
 impl Subscriber {
-    async fn start(url: &str, pattern: &str) -> Subscriber {
+    /// The next message, validated against the schema; panics after `deadline`.
+    pub async fn recv(&mut self, deadline: tokio::time::Instant) -> (String, Vec<u8>) {
+        let (channel, payload) = tokio::time::timeout_at(deadline, self.messages.recv())
+            .await
+            .expect("a message arrives in time")
+            .expect("the subscription is alive");
+        assert_message_valid(&channel, &payload);
+        (channel, payload)
+    }
+
+    /// The next message if one arrives within `within` (validated).
+    pub async fn try_recv(&mut self, within: Duration) -> Option<(String, Vec<u8>)> {
+        let (channel, payload) = tokio::time::timeout(within, self.messages.recv())
+            .await
+            .ok()??;
+        assert_message_valid(&channel, &payload);
+        Some((channel, payload))
+    }
+
+    pub async fn start(url: &str, pattern: &str) -> Subscriber {
         let client = redis::Client::open(url).unwrap();
         let mut pubsub = client.get_async_pubsub().await.unwrap();
         pubsub.psubscribe(pattern).await.unwrap();
@@ -153,15 +193,16 @@ impl Subscriber {
 
     /// Versions received per user on JSON channels, in arrival order, until
     /// `expected` versions (counting duplicates) have arrived.
-    async fn json_versions(&mut self, expected: usize) -> HashMap<i64, Vec<i64>> {
+    pub async fn json_versions(&mut self, expected: usize) -> HashMap<i64, Vec<i64>> {
         let mut seen: HashMap<i64, Vec<i64>> = HashMap::new();
         let mut count = 0;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while count < expected {
-            let (_, payload) = tokio::time::timeout_at(deadline, self.messages.recv())
-                .await
-                .unwrap_or_else(|_| panic!("only {count} of {expected} deltas arrived"))
-                .unwrap();
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {count} of {expected} deltas arrived"
+            );
+            let (_, payload) = self.recv(deadline).await;
             let message: UserDeltaMessage = serde_json::from_slice(&payload).unwrap();
             for delta in message.deltas {
                 seen.entry(message.user_id.0)
@@ -192,7 +233,7 @@ async fn relay_publishes_json_and_socketio_in_version_order() {
 
     let mut relay = Relay::new(
         app.pool.clone(),
-        redis_settings(&app, redis_url(), DeltaMode::Both),
+        redis_settings(&app, redis_url(), DeltaMode::BOTH),
         fast_relay(),
     )
     .unwrap();
@@ -207,10 +248,9 @@ async fn relay_publishes_json_and_socketio_in_version_order() {
     assert_eq!(versions[&1], vec![1, 2, 3]);
     assert_eq!(versions[&2], vec![1]);
 
-    let (channel, bytes) = tokio::time::timeout(Duration::from_secs(10), sio_sub.messages.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let (channel, bytes) = sio_sub
+        .recv(tokio::time::Instant::now() + Duration::from_secs(10))
+        .await;
     assert_eq!(channel, format!("{}sio#/#user:1#", app.redis_prefix));
     let value: serde_json::Value = rmp_serde::from_slice(&bytes).unwrap();
     assert_eq!(value[0], "emitter");
@@ -246,7 +286,7 @@ async fn redis_down_loses_nothing_and_the_relay_drains_in_order_when_it_returns(
     let cancel = CancellationToken::new();
     let relay = Relay::new(
         app.pool.clone(),
-        redis_settings(&app, redis.url(), DeltaMode::Json),
+        redis_settings(&app, redis.url(), DeltaMode::JSON),
         fast_relay(),
     )
     .unwrap();
@@ -324,7 +364,7 @@ async fn two_relays_on_one_outbox_keep_each_users_order() {
     for _ in 0..2 {
         let relay = Relay::new(
             app.pool.clone(),
-            redis_settings(&app, redis_url(), DeltaMode::Json),
+            redis_settings(&app, redis_url(), DeltaMode::JSON),
             RelaySettings {
                 batch_rows: 7,
                 batch_users: 3,
@@ -357,10 +397,7 @@ async fn two_relays_on_one_outbox_keep_each_users_order() {
     let mut duplicates = 0usize;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while unique < expected {
-        let (_, payload) = tokio::time::timeout_at(deadline, sub.messages.recv())
-            .await
-            .expect("all deltas arrive")
-            .unwrap();
+        let (_, payload) = sub.recv(deadline).await;
         let message: UserDeltaMessage = serde_json::from_slice(&payload).unwrap();
         for delta in message.deltas {
             let version = delta.version.unwrap();
@@ -408,7 +445,7 @@ async fn published_rows_are_pruned_after_the_retention_period_and_unpublished_on
     .unwrap();
     let relay = Relay::new(
         app.pool.clone(),
-        redis_settings(&app, redis_url(), DeltaMode::Json),
+        redis_settings(&app, redis_url(), DeltaMode::JSON),
         RelaySettings {
             retention: Duration::from_secs(3600),
             ..fast_relay()
@@ -421,4 +458,54 @@ async fn published_rows_are_pruned_after_the_retention_period_and_unpublished_on
         .await
         .unwrap();
     assert_eq!(left, vec![2, 3]);
+}
+
+#[tokio::test]
+async fn a_backlog_is_cut_into_bounded_messages_in_both_formats() {
+    let app = TestApp::spawn().await;
+    app.add_user(1).await;
+    let mut json_sub = Subscriber::start(
+        &redis_url(),
+        &format!("{}plan-deltas:user:*", app.redis_prefix),
+    )
+    .await;
+    let mut sio_sub =
+        Subscriber::start(&redis_url(), &format!("{}sio#/#*", app.redis_prefix)).await;
+    commit_deletes(&app, 1, &[1, 2, 3, 4, 5]).await;
+    let mut relay = Relay::new(
+        app.pool.clone(),
+        redis_settings(&app, redis_url(), DeltaMode::BOTH),
+        RelaySettings {
+            max_deltas_per_message: 2,
+            ..fast_relay()
+        },
+    )
+    .unwrap();
+    assert_eq!(relay.drain().await.unwrap(), 5);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut json_messages = Vec::new();
+    let mut sio_messages = Vec::new();
+    for _ in 0..3 {
+        let (_, payload) = json_sub.recv(deadline).await;
+        let message: UserDeltaMessage = serde_json::from_slice(&payload).unwrap();
+        json_messages.push(
+            message
+                .deltas
+                .iter()
+                .map(|d| d.version.unwrap())
+                .collect::<Vec<_>>(),
+        );
+        let (_, bytes) = sio_sub.recv(deadline).await;
+        let value: serde_json::Value = rmp_serde::from_slice(&bytes).unwrap();
+        sio_messages.push(
+            value[1]["data"][1]["deltas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["version"].as_i64().unwrap())
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(json_messages, vec![vec![1, 2], vec![3, 4], vec![5]]);
+    assert_eq!(sio_messages, json_messages);
 }

@@ -3,13 +3,18 @@
 
 mod harness;
 
+mod catch_up;
+mod contract;
 mod deltas;
 mod fake_google;
 mod foundation;
 mod google_client;
+mod hostile;
 mod notifications;
 mod pull;
 mod push;
 mod queue;
 mod realtime;
+mod realtime_streams;
+mod redis_tls;
 mod worker;

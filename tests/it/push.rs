@@ -737,21 +737,28 @@ async fn a_refused_push_is_parked_with_its_error_without_blocking_the_rest() {
     let events = live_events(&sync, "primary").await;
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].1.fields.summary, "Dentist");
+    // Refused before anything was sent (Google would answer 400
+    // timeRangeEmpty): parked with its reason, not a dead job.
     let status = sync.status().await;
-    let dead = status["queue"]["dead"].as_array().unwrap();
-    let parked: Vec<&Value> = dead.iter().filter(|d| d["kind"] == "push").collect();
+    let parked = status["connections"][0]["parkedPushes"].as_array().unwrap();
     assert_eq!(parked.len(), 1, "{status}");
+    assert_eq!(parked[0]["appointmentId"], bad);
     assert!(
-        parked[0]["lastError"]
+        parked[0]["reason"]
             .as_str()
             .unwrap()
-            .contains("timeRangeEmpty"),
+            .contains("before start_at"),
         "{status}"
     );
-    assert_eq!(parked[0]["attempts"], 1);
+    assert!(status["queue"]["dead"].as_array().unwrap().is_empty());
     assert_eq!(status["connections"][0]["needsReauth"], false);
-    // Its unconfirmed link stays, so a retry after a fix sends the same id.
-    assert_eq!(link(&sync, bad).await.unwrap().1, None);
+    assert!(sync.google.requests().iter().all(|r| r.operation
+        != plansync::fake_google::Operation::Insert
+        || !r
+            .body
+            .as_ref()
+            .is_some_and(|b| b.to_string().contains("backwards"))));
+    assert_eq!(link(&sync, bad).await, None);
 }
 
 #[tokio::test]

@@ -22,6 +22,8 @@ pub fn queue_settings(max_attempts: i32, retry_base_secs: u64, lease_secs: u64) 
         max_attempts,
         retry_base: Duration::from_secs(retry_base_secs),
         lease: Duration::from_secs(lease_secs),
+        connection_backoff_cap: Duration::from_secs(3600),
+        dead_retention: Duration::from_secs(7 * 86_400),
     }
 }
 

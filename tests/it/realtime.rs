@@ -9,24 +9,33 @@ use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
-fn realtime_dir() -> PathBuf {
+pub fn realtime_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("realtime")
 }
 
 /// Installs the pinned npm packages once per test run (`npm ci` from the
 /// committed lockfile) when they are not there yet.
-fn ensure_node_modules() {
+pub fn ensure_node_modules() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         let dir = realtime_dir();
-        if dir.join("node_modules/socket.io/package.json").exists()
-            && dir
-                .join("node_modules/socket.io-client/package.json")
+        if [
+            "socket.io",
+            "socket.io-client",
+            "@socket.io/redis-streams-adapter",
+            "ajv",
+            "typescript",
+        ]
+        .iter()
+        .all(|m| {
+            dir.join("node_modules")
+                .join(m)
+                .join("package.json")
                 .exists()
-        {
+        }) {
             return;
         }
         let status = std::process::Command::new("npm")
@@ -40,6 +49,7 @@ fn ensure_node_modules() {
 
 pub struct NodeProcess {
     child: Child,
+    stdin: ChildStdin,
     pub lines: Lines<BufReader<ChildStdout>>,
 }
 
@@ -50,6 +60,7 @@ impl NodeProcess {
         cmd.arg(realtime_dir().join(script))
             .args(args)
             .current_dir(realtime_dir())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
@@ -58,7 +69,21 @@ impl NodeProcess {
         }
         let mut child = cmd.spawn().expect("node runs");
         let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        NodeProcess { child, lines }
+        let stdin = child.stdin.take().unwrap();
+        NodeProcess {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    /// Sends one command line (client.js: `drop`, `resume`).
+    pub async fn send(&mut self, line: &str) {
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .expect("the node process reads its stdin");
+        self.stdin.flush().await.unwrap();
     }
 
     pub async fn next_line(&mut self, within: Duration) -> Option<String> {
@@ -66,6 +91,21 @@ impl NodeProcess {
             .await
             .ok()
             .and_then(|l| l.ok().flatten())
+    }
+
+    /// A client's next `plan:item-delta` payload, which client.js has checked
+    /// against the contract's schema with ajv (and this checks again with the
+    /// Rust validator): every payload a test receives is validated.
+    pub async fn next_payload(&mut self, within: Duration) -> Option<Value> {
+        let line = self.next_line(within).await?;
+        assert!(
+            !line.starts_with("INVALID"),
+            "ajv refused a payload: {line}"
+        );
+        let value: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("client printed a non-JSON line {line:?}: {e}"));
+        crate::contract::assert_valid(crate::contract::Shape::PlanItemDeltaPayload, &value);
+        Some(value)
     }
 }
 
@@ -75,13 +115,26 @@ impl Drop for NodeProcess {
     }
 }
 
-/// Starts realtime/server.js on a free port; returns it and its URL.
+/// Starts realtime/server.js with `@socket.io/redis-adapter` on a free port;
+/// returns it and its URL.
 pub async fn socketio_server(redis_url: &str, key: &str) -> (NodeProcess, String) {
-    let mut server = NodeProcess::spawn(
-        "server.js",
-        &[],
-        &[("REDIS_URL", redis_url), ("SOCKETIO_KEY", key)],
-    );
+    start_server(&[("REDIS_URL", redis_url), ("SOCKETIO_KEY", key)]).await
+}
+
+/// Starts realtime/server.js with `@socket.io/redis-streams-adapter` reading
+/// `stream`, connection state recovery on; returns once its stream reader
+/// is blocked on XREAD.
+pub async fn socketio_streams_server(redis_url: &str, stream: &str) -> (NodeProcess, String) {
+    start_server(&[
+        ("REDIS_URL", redis_url),
+        ("ADAPTER", "streams"),
+        ("SOCKETIO_STREAM", stream),
+    ])
+    .await
+}
+
+async fn start_server(env: &[(&str, &str)]) -> (NodeProcess, String) {
+    let mut server = NodeProcess::spawn("server.js", &[], env);
     let line = server
         .next_line(Duration::from_secs(30))
         .await
@@ -181,11 +234,10 @@ async fn a_google_edit_reaches_its_users_socket_io_client_and_nobody_elses() {
         .unwrap();
     pull_socketio(&app, 1, &key).await;
 
-    let line = alice
-        .next_line(Duration::from_secs(30))
+    let received = alice
+        .next_payload(Duration::from_secs(30))
         .await
         .expect("alice receives plan:item-delta");
-    let received: Value = serde_json::from_str(&line).unwrap();
     let (id, created_at, updated_at, version): (i64, DateTime<Utc>, DateTime<Utc>, i64) =
         sqlx::query_as(
             "SELECT a.id, a.created_at, a.updated_at, u.plan_version \
@@ -233,11 +285,10 @@ async fn a_google_edit_reaches_its_users_socket_io_client_and_nobody_elses() {
         .delete_event("bob@example.com", &bob_event)
         .unwrap();
     pull_socketio(&app, 2, &key).await;
-    let line = bob
-        .next_line(Duration::from_secs(30))
+    let received = bob
+        .next_payload(Duration::from_secs(30))
         .await
         .expect("bob receives his own delta");
-    let received: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(received["deltas"].as_array().unwrap().len(), 1);
     assert_eq!(received["deltas"][0]["action"], "deleted");
     assert_eq!(received["deltas"][0]["version"], 2);

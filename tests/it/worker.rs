@@ -477,6 +477,8 @@ async fn run_serves_health_and_metrics_and_exits_zero_on_sigterm() {
 
     assert_eq!(http_get(&addr, "/healthz").await.0, 200);
     assert_eq!(http_get(&addr, "/readyz").await.0, 200);
+    // No PLANSYNC_API_TOKEN: the catch-up route is not served at all.
+    assert_eq!(http_get(&addr, "/users/1/deltas?after=0").await.0, 404);
     // The connect's full sync is claimed and (Google being unreachable) dies.
     let mut metrics = String::new();
     let deadline = Instant::now() + Duration::from_secs(30);
