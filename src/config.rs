@@ -530,6 +530,9 @@ pub struct WorkerSettings {
     pub shutdown_grace: Duration,
     pub http_addr: SocketAddr,
     pub webhook_url: Option<String>,
+    /// Postgres connections of the worker (`PLANSYNC_DB_POOL`), independent
+    /// of its concurrency: no job holds one while it waits on Google.
+    pub db_pool: u32,
 }
 
 impl WorkerSettings {
@@ -547,6 +550,7 @@ impl WorkerSettings {
                 SocketAddr::from(([127, 0, 0, 1], 8080)),
             )?,
             webhook_url,
+            db_pool: env.ranged("PLANSYNC_DB_POOL", 10, 2, 1000)?,
         })
     }
 }

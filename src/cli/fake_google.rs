@@ -23,6 +23,9 @@ pub struct FakeGoogleArgs {
     /// week, as Google), so renewals can be watched.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     channel_ttl_secs: Option<u64>,
+    /// Milliseconds added to every API and token call (Google-like latency).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    latency_ms: u64,
 }
 
 pub async fn run(args: FakeGoogleArgs) -> anyhow::Result<ExitCode> {
@@ -37,6 +40,7 @@ pub async fn run(args: FakeGoogleArgs) -> anyhow::Result<ExitCode> {
             FakeGoogleOptions::default().channel_ttl,
             std::time::Duration::from_secs,
         ),
+        latency: std::time::Duration::from_millis(args.latency_ms),
         ..FakeGoogleOptions::default()
     })
     .await

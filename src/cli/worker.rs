@@ -86,11 +86,9 @@ pub async fn run(env: &Env, args: RunArgs) -> anyhow::Result<ExitCode> {
     store::migrate::run(&db)
         .await
         .with_context(|| format!("migrating {target}"))?;
-    // Jobs, heartbeats, the listener and the tick each hold a connection.
-    let pool_size = (settings.concurrency as u32)
-        .saturating_mul(2)
-        .saturating_add(4);
-    let pool = store::connect(&db, pool_size)
+    // Jobs take a connection only while they talk to Postgres (never while
+    // they wait on Google), so the pool is its own setting.
+    let pool = store::connect(&db, settings.db_pool)
         .await
         .with_context(|| format!("connecting to {target}"))?;
     // A replica with the wrong token key would fail every job it claims:

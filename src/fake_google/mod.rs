@@ -79,6 +79,9 @@ pub struct FakeGoogleOptions {
     /// The longest notification-channel lifetime granted (Google: a week by
     /// default); shorter ones let tests watch renewals.
     pub channel_ttl: Duration,
+    /// Added to every API and token call (not the admin routes), so
+    /// benchmarks and tests can run under Google-like latency.
+    pub latency: Duration,
 }
 
 impl Default for FakeGoogleOptions {
@@ -90,6 +93,7 @@ impl Default for FakeGoogleOptions {
             access_token_ttl: Duration::from_secs(3599),
             notify_on_change: true,
             channel_ttl: watch::DEFAULT_TTL,
+            latency: Duration::ZERO,
         }
     }
 }
@@ -156,6 +160,7 @@ pub(crate) struct Inner {
     log: RequestLog,
     channels: Channels,
     page_cap: Option<usize>,
+    latency: Duration,
     /// Raw JSON items (verbatim text) appended to the last page of every
     /// listing of a calendar: hostile events that a faithful Google would
     /// never hold, for the worker's hostile-input tests.
@@ -167,6 +172,30 @@ pub(crate) struct Shared {
     inner: Mutex<Inner>,
     notify_on_change: bool,
     http: watch::NotifyClient,
+    /// `events.list` calls being answered now, and the most there ever were
+    /// at once: how a test sees how many listings a worker keeps in flight.
+    in_flight: std::sync::atomic::AtomicUsize,
+    max_in_flight: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts one call in flight for as long as it lives.
+pub(crate) struct InFlight<'a>(&'a Shared);
+
+impl Shared {
+    pub(crate) fn list_started(&self) -> InFlight<'_> {
+        use std::sync::atomic::Ordering;
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(self)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Shared {
@@ -243,10 +272,13 @@ impl FakeGoogle {
                 log: RequestLog::default(),
                 channels: Channels::new(options.channel_ttl),
                 page_cap: options.page_cap,
+                latency: options.latency,
                 raw_items: HashMap::new(),
             }),
             notify_on_change: options.notify_on_change,
             http: watch::notify_client(),
+            in_flight: Default::default(),
+            max_in_flight: Default::default(),
         });
         let listener = tokio::net::TcpListener::bind(options.addr)
             .await
@@ -447,6 +479,13 @@ impl FakeGoogle {
             .calendars
             .list(calendar_id, &params, None)?;
         Ok(page["items"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// The most `events.list` calls the emulator was answering at once.
+    pub fn max_lists_in_flight(&self) -> usize {
+        self.shared
+            .max_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Forgets the raw items of `calendar`.

@@ -282,6 +282,11 @@ async fn serve(
     bytes: &Bytes,
 ) -> (Reply, Mangle) {
     let op = route.operation();
+    let _in_flight = (op == Operation::List).then(|| shared.list_started());
+    let latency = shared.lock().latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let fault = {
         let mut inner = shared.lock();
         if op != Operation::Token {

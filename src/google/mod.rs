@@ -22,7 +22,7 @@ pub use calendar::{
     CalendarClient, ListFrom, ListQuery, NewEvent, PageToken, WatchChannel, WatchRequest,
     MAX_PAGE_SIZE,
 };
-pub use error::{GoogleError, NextStep};
+pub use error::{GoogleError, NextStep, MAX_SNOOZE};
 pub use http::{HttpClient, TlsSetupError};
 pub use listing::{skipped_id, EventPage, SkippedEvent, SKIPPED_ID_CHARS};
 pub use mapping::{

@@ -84,7 +84,9 @@ pub async fn connect(
 ) -> Result<PgPool, StoreError> {
     PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10))
+        // Many jobs share few connections: a job may queue for one behind
+        // others' short transactions, which is normal, not an outage.
+        .acquire_timeout(Duration::from_secs(60))
         .connect_with(connect_options(settings)?)
         .await
         .map_err(StoreError::from)

@@ -112,8 +112,11 @@ const MIN_SNOOZE: Duration = Duration::from_secs(1);
 /// [`MIN_SNOOZE`]) plus up to 20% jitter, so a fleet that was throttled
 /// together does not come back in lockstep.
 fn snooze_for(retry_after: Option<Duration>) -> Duration {
-    let base = retry_after.unwrap_or(DEFAULT_SNOOZE).max(MIN_SNOOZE);
-    base + base.mul_f64(rand::random::<f64>() * 0.2)
+    let base = retry_after
+        .unwrap_or(DEFAULT_SNOOZE)
+        .clamp(MIN_SNOOZE, crate::google::MAX_SNOOZE);
+    // Capped after the jitter too: whatever Google says, at most the hour.
+    (base + base.mul_f64(rand::random::<f64>() * 0.2)).min(crate::google::MAX_SNOOZE)
 }
 
 /// Turns a Google failure into the queue's outcome, blocking the connection
@@ -177,6 +180,8 @@ mod tests {
             );
             let s = snooze_for(Some(Duration::ZERO));
             assert!(s >= MIN_SNOOZE && s <= MIN_SNOOZE.mul_f64(1.2), "{s:?}");
+            let s = snooze_for(Some(Duration::from_secs(u64::MAX)));
+            assert!(s <= crate::google::MAX_SNOOZE, "{s:?}");
             let s = snooze_for(None);
             assert!(
                 s >= DEFAULT_SNOOZE && s <= DEFAULT_SNOOZE.mul_f64(1.2),

@@ -22,7 +22,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use sqlx::{Acquire, PgConnection};
+use sqlx::PgConnection;
 
 use super::reconcile::{self, Action, LocalAppointment, LocalState, Loser};
 use super::{google_failure, SyncDeps};
@@ -138,9 +138,6 @@ async fn pull(
             time_min,
         } => (ListQuery::full(*time_min), Some(*generation)),
     };
-    // One connection for every page of the job: its buffers are sized once,
-    // so the pull's memory follows the page size, not the calendar's.
-    let mut conn = ctx.pool.acquire().await?;
     let mut pages = 0u32;
     // Every job ends: a page token Google already gave us in this listing, or
     // more pages than PLANSYNC_MAX_PAGES, fails the job instead of listing
@@ -184,7 +181,10 @@ async fn pull(
             }
         }
 
-        let mut tx = conn.begin().await?;
+        // A connection only while the page is written: none is held while
+        // Google is listing, so a worker's calls in flight never pin the
+        // pool (PLANSYNC_DB_POOL is independent of PLANSYNC_CONCURRENCY).
+        let mut tx = ctx.pool.begin().await?;
         job.fence(&mut tx).await?;
         appointments::mark_origin_google(&mut tx).await?;
         let mut batch = DeltaBatch::new();

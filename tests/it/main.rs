@@ -11,6 +11,7 @@ mod foundation;
 mod google_client;
 mod hostile;
 mod notifications;
+mod pool;
 mod pull;
 mod push;
 mod queue;
