@@ -29,7 +29,8 @@ enum Command {
     Migrate,
     /// Register a calendar connection (refresh token: first line of stdin).
     Connect(admin::ConnectArgs),
-    /// Stop syncing a connection and forget its token.
+    /// Stop syncing a connection and forget its token (its notification
+    /// channel is stopped by a job first).
     Disconnect(admin::DisconnectArgs),
     /// Show connections, the job queue and the outbox.
     Status(admin::StatusArgs),
