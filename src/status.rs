@@ -146,61 +146,73 @@ impl StatusReport {
         })
     }
 
-    /// A human-readable rendering for the terminal.
+    /// A human-readable rendering for the terminal (README, "Operations",
+    /// explains every column).
     pub fn to_text(&self) -> String {
+        self.to_text_at(Utc::now())
+    }
+
+    /// [`Self::to_text`] with ages counted up to `now`.
+    pub fn to_text_at(&self, now: DateTime<Utc>) -> String {
         use std::fmt::Write;
         let mut out = String::new();
-        let when =
-            |t: &Option<DateTime<Utc>>| t.map_or("never".to_owned(), |t| timestamp::format(&t));
         let _ = writeln!(out, "connections: {}", self.connections.len());
-        for c in &self.connections {
-            let mut flags = Vec::new();
-            if !c.active {
-                flags.push("inactive");
-            }
-            if c.push_target {
-                flags.push("push-target");
-            }
-            if c.needs_reauth {
-                flags.push("NEEDS-REAUTH");
-            }
-            if c.calendar_gone {
-                flags.push("CALENDAR-GONE");
-            }
-            let _ = writeln!(
-                out,
-                "  #{} user {} calendar {} region {} [{}] last pull {}",
-                c.id,
-                c.user_id,
-                c.calendar_id,
-                c.region,
-                flags.join(","),
-                when(&c.last_pull_at)
-            );
-            let _ = writeln!(
-                out,
-                "      notification channel: {}",
-                c.channel_expires_at
-                    .map_or("none (polling)".to_owned(), |t| format!(
-                        "live until {}",
-                        timestamp::format(&t)
-                    ))
-            );
-            if let Some(err) = &c.last_error {
-                match &c.failing_since {
-                    Some(since) => {
-                        let _ = writeln!(
-                            out,
-                            "      last error (failing since {}): {err}",
-                            timestamp::format(since)
-                        );
-                    }
-                    None => {
-                        let _ = writeln!(out, "      last error: {err}");
-                    }
+        if !self.connections.is_empty() {
+            let mut table = Table::new([
+                "ID",
+                "USER",
+                "CALENDAR",
+                "STATE",
+                "LAST PULL",
+                "TOKEN AGE",
+                "REAUTH",
+                "GONE",
+                "CHANNEL",
+                "PUSHES",
+                "LAST ERROR",
+                "LAST CONFLICT",
+            ]);
+            for c in &self.connections {
+                let mut state = Vec::new();
+                state.push(if c.active { "active" } else { "inactive" });
+                if c.push_target {
+                    state.push("push-target");
                 }
+                let last_error = match (&c.last_error, &c.failing_since) {
+                    (None, _) => "-".to_owned(),
+                    (Some(err), Some(since)) => {
+                        format!("{} (since {})", clip(err, 60), ago(now, *since))
+                    }
+                    (Some(err), None) => clip(err, 60),
+                };
+                table.row([
+                    c.id.to_string(),
+                    c.user_id.to_string(),
+                    clip(c.calendar_id.as_str(), 40),
+                    state.join(","),
+                    c.last_pull_at.map_or("never".to_owned(), |t| ago(now, t)),
+                    c.sync_token_at.map_or("-".to_owned(), |t| age(now, t)),
+                    yes_no(c.needs_reauth),
+                    yes_no(c.calendar_gone),
+                    // A live notification channel, or polling.
+                    c.channel_expires_at
+                        .map_or("poll".to_owned(), |t| format!("live, {} left", age(t, now))),
+                    c.pending_pushes.unwrap_or(0).to_string(),
+                    last_error,
+                    c.last_conflict
+                        .as_ref()
+                        .map_or("-".to_owned(), |k| conflict_cell(now, &k.0)),
+                ]);
             }
+            out.push_str(&table.render("  "));
+        }
+        for c in &self.connections {
             let skipped = ConnectionStatus::count(&c.skipped_events.0);
+            let parked = ConnectionStatus::count(&c.parked_pushes.0);
+            if skipped == 0 && parked == 0 {
+                continue;
+            }
+            let _ = writeln!(out, "  connection {}:", c.id);
             if skipped > 0 {
                 let _ = writeln!(out, "      skipped events: {skipped} (see status --json)");
                 for s in c.skipped_events.0.as_array().into_iter().flatten().take(5) {
@@ -212,7 +224,6 @@ impl StatusReport {
                     );
                 }
             }
-            let parked = ConnectionStatus::count(&c.parked_pushes.0);
             if parked > 0 {
                 let _ = writeln!(out, "      parked pushes: {parked}");
                 for p in c.parked_pushes.0.as_array().into_iter().flatten().take(5) {
@@ -228,33 +239,43 @@ impl StatusReport {
         let q = &self.queue;
         let _ = writeln!(
             out,
-            "queue: {} queued, oldest due lag {:.0}s, {} running, {} dead",
+            "queue: depth {}, oldest due lag {:.0}s, {} running, {} dead",
             q.depth,
             q.oldest_due_lag_secs,
             q.running.len(),
             q.dead_total
         );
-        for r in &q.running {
-            let _ = writeln!(
-                out,
-                "  running job {} {} connection {} by {} until {}",
-                r.job_id,
-                r.kind,
-                r.connection_id,
-                r.locked_by.as_deref().unwrap_or("?"),
-                when(&r.locked_until)
-            );
+        if !q.running.is_empty() {
+            let mut table = Table::new(["RUNNING JOB", "KIND", "CONNECTION", "OWNER", "LEASE"]);
+            for r in &q.running {
+                table.row([
+                    r.job_id.to_string(),
+                    r.kind.clone(),
+                    r.connection_id.to_string(),
+                    r.locked_by.clone().unwrap_or_else(|| "?".to_owned()),
+                    r.locked_until.map_or("-".to_owned(), |t| {
+                        if t >= now {
+                            format!("{} left", age(t, now))
+                        } else {
+                            format!("expired {}", ago(now, t))
+                        }
+                    }),
+                ]);
+            }
+            out.push_str(&table.render("  "));
         }
-        for d in &q.dead {
-            let _ = writeln!(
-                out,
-                "  dead job {} {} connection {} after {} attempts: {}",
-                d.job_id,
-                d.kind,
-                d.connection_id,
-                d.attempts,
-                d.last_error.as_deref().unwrap_or("")
-            );
+        if !q.dead.is_empty() {
+            let mut table = Table::new(["DEAD JOB", "KIND", "CONNECTION", "ATTEMPTS", "ERROR"]);
+            for d in &q.dead {
+                table.row([
+                    d.job_id.to_string(),
+                    d.kind.clone(),
+                    d.connection_id.to_string(),
+                    d.attempts.to_string(),
+                    clip(d.last_error.as_deref().unwrap_or("-"), 100),
+                ]);
+            }
+            out.push_str(&table.render("  "));
         }
         let _ = writeln!(
             out,
@@ -262,5 +283,192 @@ impl StatusReport {
             self.outbox.backlog, self.outbox.oldest_age_secs
         );
         out
+    }
+}
+
+/// A plain-text table: columns as wide as their widest cell.
+struct Table<const N: usize> {
+    rows: Vec<[String; N]>,
+}
+
+impl<const N: usize> Table<N> {
+    fn new(header: [&str; N]) -> Self {
+        Table {
+            rows: vec![header.map(str::to_owned)],
+        }
+    }
+
+    fn row(&mut self, cells: [String; N]) {
+        // A cell is one line: control characters from stored errors would
+        // break the layout (or the terminal).
+        self.rows.push(cells.map(|c| {
+            c.chars()
+                .map(|ch| if ch.is_control() { ' ' } else { ch })
+                .collect()
+        }));
+    }
+
+    fn render(&self, indent: &str) -> String {
+        let mut widths = [0usize; N];
+        for row in &self.rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        for row in &self.rows {
+            let mut line = indent.to_owned();
+            for (i, cell) in row.iter().enumerate() {
+                if i + 1 == N {
+                    line.push_str(cell);
+                } else {
+                    let pad = widths[i] - cell.chars().count();
+                    line.push_str(cell);
+                    line.extend(std::iter::repeat_n(' ', pad + 2));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+fn yes_no(flag: bool) -> String {
+    if flag { "YES" } else { "no" }.to_owned()
+}
+
+/// `s`, cut to `max` characters with an ellipsis.
+fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        let mut cut: String = s.chars().take(max.saturating_sub(1)).collect();
+        cut.push('…');
+        cut
+    }
+}
+
+/// How long from `then` to `now`, compactly: `42s`, `5m`, `3h`, `2d`.
+fn age(now: DateTime<Utc>, then: DateTime<Utc>) -> String {
+    let secs = (now - then).num_seconds().max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 2 * 3600 => format!("{}m", s / 60),
+        s if s < 2 * 86400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+fn ago(now: DateTime<Utc>, then: DateTime<Utc>) -> String {
+    format!("{} ago", age(now, then))
+}
+
+/// `google won edit, 5m ago` from a `lastConflict` object.
+fn conflict_cell(now: DateTime<Utc>, conflict: &serde_json::Value) -> String {
+    let winner = conflict["winner"].as_str().unwrap_or("?");
+    let kind = conflict["kind"].as_str().unwrap_or("?");
+    let when = conflict["detectedAt"]
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map_or(String::new(), |t| {
+            format!(", {}", ago(now, t.with_timezone(&Utc)))
+        });
+    format!("{winner} won {kind}{when}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_human_status_is_one_table_with_every_column() {
+        let now = DateTime::parse_from_rfc3339("2026-12-01T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let minutes = |m: i64| Some(now - chrono::Duration::minutes(m));
+        let report = StatusReport {
+            connections: vec![ConnectionStatus {
+                id: ConnectionId(7),
+                user_id: UserId(3),
+                calendar_id: CalendarId::from("primary"),
+                region: "eu".to_owned(),
+                active: true,
+                push_target: true,
+                last_pull_at: minutes(5),
+                sync_token_at: minutes(90),
+                needs_reauth: true,
+                calendar_gone: false,
+                pending_pushes: Some(2),
+                last_error: Some("invalid_grant:\nrevoked".to_owned()),
+                last_conflict: Some(sqlx::types::Json(serde_json::json!({
+                    "winner": "google", "kind": "edit", "detectedAt": "2026-12-01T11:57:00.000Z"
+                }))),
+                failing_since: minutes(30),
+                channel_expires_at: None,
+                skipped_events: sqlx::types::Json(serde_json::json!([])),
+                parked_pushes: sqlx::types::Json(serde_json::json!([])),
+            }],
+            queue: QueueStatus {
+                depth: 4,
+                oldest_due_lag_secs: 12.0,
+                running: vec![RunningJob {
+                    job_id: JobId(11),
+                    kind: "pull".to_owned(),
+                    connection_id: ConnectionId(7),
+                    locked_by: Some("host-a:42".to_owned()),
+                    locked_until: Some(now + chrono::Duration::seconds(40)),
+                }],
+                dead: vec![DeadJob {
+                    job_id: JobId(9),
+                    kind: "push".to_owned(),
+                    connection_id: ConnectionId(7),
+                    attempts: 8,
+                    last_error: Some("Google refused the request (400)".to_owned()),
+                }],
+                dead_total: 1,
+            },
+            outbox: OutboxStatus::default(),
+        };
+        let text = report.to_text_at(now);
+        let lines: Vec<&str> = text.lines().collect();
+        let header = lines[1];
+        for column in [
+            "ID",
+            "USER",
+            "CALENDAR",
+            "LAST PULL",
+            "TOKEN AGE",
+            "REAUTH",
+            "GONE",
+            "CHANNEL",
+            "PUSHES",
+            "LAST ERROR",
+            "LAST CONFLICT",
+        ] {
+            assert!(header.contains(column), "{column} missing: {text}");
+        }
+        let row = lines[2];
+        for cell in [
+            "7",
+            "primary",
+            "active,push-target",
+            "5m ago",
+            "90m",
+            "YES",
+            "invalid_grant: revoked (since 30m ago)",
+            "google won edit, 3m ago",
+        ] {
+            assert!(row.contains(cell), "{cell:?} missing: {row}");
+        }
+        // Columns line up: every cell of the row starts under its header.
+        let col = header.find("LAST PULL").unwrap();
+        assert_eq!(&row[col..col + 6], "5m ago");
+        assert!(text.contains("queue: depth 4, oldest due lag 12s, 1 running, 1 dead"));
+        assert!(
+            text.contains("host-a:42") && text.contains("40s left"),
+            "{text}"
+        );
+        assert!(text.contains("Google refused the request (400)"), "{text}");
     }
 }

@@ -109,6 +109,8 @@ pub async fn run(env: &Env, args: RunArgs) -> anyhow::Result<ExitCode> {
         max_deltas_per_message,
         ..RelaySettings::default()
     };
+    // A client of its own for `/readyz` and the `plansync_redis_up` probe.
+    let redis_probe = plansync::deltas::connect::client(&redis).ok();
     let relay =
         Relay::new(pool.clone(), redis, relay_settings).context("configuring the delta relay")?;
 
@@ -134,10 +136,7 @@ pub async fn run(env: &Env, args: RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .context("installing the metrics recorder")?;
-    worker::metric::describe();
+    let metrics = worker::metric::install().context("installing the metrics recorder")?;
     let listener = tokio::net::TcpListener::bind(settings.http_addr)
         .await
         .with_context(|| format!("binding {}", settings.http_addr))?;
@@ -148,8 +147,14 @@ pub async fn run(env: &Env, args: RunArgs) -> anyhow::Result<ExitCode> {
     tokio::spawn(shutdown_on_signal(shutdown.clone()));
     let http = tokio::spawn(worker::http::serve(
         listener,
-        worker::http::router(pool.clone(), Some(metrics))
-            .merge(worker::api::router(pool, api_token)),
+        worker::http::router_with_redis(pool.clone(), Some(metrics.clone()), redis_probe.clone())
+            .merge(worker::api::router(pool.clone(), api_token)),
+        shutdown.clone(),
+    ));
+    tokio::spawn(worker::gauges::run(
+        pool,
+        redis_probe,
+        Some(metrics),
         shutdown.clone(),
     ));
     // The relay outlives the worker's drain, so deltas committed by the last

@@ -40,6 +40,20 @@ pub enum ConnectError {
     NoRoots { url: String, reason: String },
 }
 
+/// Whether Redis answers a `PING` within about a second (a fresh connection
+/// each time, so a probe never shares the relay's). For `/readyz` and the
+/// `plansync_redis_up` gauge.
+pub async fn ping(client: &redis::Client) -> Result<(), redis::RedisError> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(std::time::Duration::from_secs(1))
+        .set_response_timeout(std::time::Duration::from_secs(1));
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    redis::cmd("PING").query_async::<String>(&mut conn).await?;
+    Ok(())
+}
+
 /// A client for `settings.url`; nothing is connected yet.
 pub fn client(settings: &RedisSettings) -> Result<redis::Client, ConnectError> {
     let url = redacted_url(&settings.url);

@@ -120,7 +120,7 @@ impl Relay {
         self.publisher.publish(&groups).await?;
         store::outbox::mark_published(&mut tx, &ids).await?;
         tx.commit().await.map_err(StoreError::from)?;
-        metrics::counter!("plansync_deltas_published_total").increment(ids.len() as u64);
+        count_published(rows.iter().map(|r| r.delta.as_str()));
         Ok(ids.len())
     }
 
@@ -218,4 +218,46 @@ impl Relay {
         listener.listen(store::outbox::NOTIFY_CHANNEL).await?;
         Ok(listener)
     }
+}
+
+/// Counts published deltas by item type and action
+/// (`plansync_deltas_published_total`). Reads only those two keys of each
+/// delta; label values outside the contract's enums become `other`, so no
+/// stored text can grow the label set.
+fn count_published<'a>(deltas: impl Iterator<Item = &'a str>) {
+    #[derive(serde::Deserialize)]
+    struct Kind<'a> {
+        #[serde(rename = "itemType", borrow)]
+        item_type: &'a str,
+        #[serde(borrow)]
+        action: &'a str,
+    }
+    let mut counts: std::collections::BTreeMap<(&'static str, &'static str), u64> =
+        std::collections::BTreeMap::new();
+    for delta in deltas {
+        let (item_type, action) = match serde_json::from_str::<Kind>(delta) {
+            Ok(kind) => (
+                known(kind.item_type, &["appointment", "bill", "plan"]),
+                known(kind.action, &["created", "updated", "deleted"]),
+            ),
+            Err(_) => ("other", "other"),
+        };
+        *counts.entry((item_type, action)).or_default() += 1;
+    }
+    for ((item_type, action), n) in counts {
+        metrics::counter!(
+            crate::worker::metric::DELTAS_PUBLISHED,
+            "item_type" => item_type,
+            "action" => action
+        )
+        .increment(n);
+    }
+}
+
+fn known(value: &str, allowed: &[&'static str]) -> &'static str {
+    allowed
+        .iter()
+        .find(|a| **a == value)
+        .copied()
+        .unwrap_or("other")
 }

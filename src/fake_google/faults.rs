@@ -81,12 +81,6 @@ pub enum Fault {
         #[serde(with = "millis")]
         millis: Duration,
     },
-    /// The call takes effect at once; its answer comes after the delay (a
-    /// client killed meanwhile never learns what happened).
-    SlowAnswer {
-        #[serde(with = "millis")]
-        millis: Duration,
-    },
     /// A canned answer instead of the real one (nothing happens): any status,
     /// headers and body, verbatim. What a proxy, a broken deployment or a
     /// hostile server would answer; the body may hold what JSON values cannot
@@ -101,6 +95,12 @@ pub enum Fault {
     /// The call takes effect, then the client gets a 500 `backendError`
     /// (`then: "error"`) or a dropped connection (`then: "drop"`).
     LoseResponse { then: Lost },
+    /// The call takes effect at once; its answer is held back this long (a
+    /// worker can die between Google accepting a write and hearing of it).
+    DelayResponse {
+        #[serde(with = "millis")]
+        millis: Duration,
+    },
 }
 
 /// How a response is lost after the call took effect.

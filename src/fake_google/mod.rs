@@ -22,19 +22,32 @@
 //! ([`FakeGoogle::invalidate_sync_tokens`], [`FakeGoogle::revoke_refresh_token`],
 //! [`FakeGoogle::expire_access_tokens`], [`FakeGoogle::inject_fault`],
 //! [`FakeGoogle::set_page_cap`], [`FakeGoogle::notify`]) and as an observer
-//! ([`FakeGoogle::requests`], [`FakeGoogle::get_event`], [`FakeGoogle::channels`]).
+//! ([`FakeGoogle::requests`], [`FakeGoogle::get_event`], [`FakeGoogle::list_events`],
+//! [`FakeGoogle::channels`]).
 //! The same controls are served over HTTP under `/_admin/` for the CLI server.
 //!
 //! Dropping the handle stops the server.
+//!
+//! It also records and replays real sessions: [`Recorder`] is a proxy that
+//! writes every exchange with an upstream (Google) to a folder, secrets
+//! removed ([`exchange`]), personal data optionally pseudonymised;
+//! [`Replayer`] answers from such a folder ([`replay`] has the matching
+//! rules). Both live in their own modules and share nothing with the
+//! emulator's state.
 
 mod admin;
+mod conn;
 mod errors;
+pub mod exchange;
 mod faults;
 mod fixtures;
 mod log;
 mod oauth;
+pub mod record;
 mod recurrence;
+pub mod replay;
 mod routes;
+mod scrub;
 mod state;
 mod times;
 mod watch;
@@ -51,6 +64,8 @@ use tokio::task::JoinHandle;
 
 pub use faults::{Fault, Lost, Operation};
 pub use log::RecordedRequest;
+pub use record::{RecordError, Recorder, RecorderOptions};
+pub use replay::{ReplayError, ReplayOptions, ReplayStatus, Replayer, Unmatched};
 pub use watch::{Channel, NotifyError, ResourceState};
 
 use errors::ApiError;
@@ -442,6 +457,32 @@ impl FakeGoogle {
             .map_err(Into::into)
     }
 
+    /// What `events.list` with `query` (e.g. `singleEvents=true`) would
+    /// answer, every page joined, without a request being logged or a fault
+    /// consumed: the observer's view for checkers.
+    pub fn list_events(
+        &self,
+        calendar_id: &str,
+        query: &str,
+    ) -> Result<Vec<Value>, FakeGoogleError> {
+        let mut params = state::ListParams::from_query(Some(query))?;
+        let mut events = Vec::new();
+        loop {
+            let page = self
+                .shared
+                .lock()
+                .calendars
+                .list(calendar_id, &params, None)?;
+            if let Some(items) = page["items"].as_array() {
+                events.extend(items.iter().cloned());
+            }
+            match page["nextPageToken"].as_str() {
+                Some(token) => params.page_token = Some(token.to_owned()),
+                None => return Ok(events),
+            }
+        }
+    }
+
     /// Every sync token issued so far for the calendar answers 410
     /// `fullSyncRequired`.
     pub fn invalidate_sync_tokens(&self, calendar_id: &str) -> Result<(), FakeGoogleError> {
@@ -467,18 +508,6 @@ impl FakeGoogle {
             .entry(calendar.to_owned())
             .or_default()
             .push(item.into());
-    }
-
-    /// The live events of a calendar (instances of series expanded), as
-    /// `events.list` would answer them in one page.
-    pub fn list_events(&self, calendar_id: &str) -> Result<Vec<Value>, FakeGoogleError> {
-        let params = state::ListParams::from_query(Some("singleEvents=true&maxResults=2500"))?;
-        let page = self
-            .shared
-            .lock()
-            .calendars
-            .list(calendar_id, &params, None)?;
-        Ok(page["items"].as_array().cloned().unwrap_or_default())
     }
 
     /// The most `events.list` calls the emulator was answering at once.

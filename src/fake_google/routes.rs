@@ -300,7 +300,7 @@ async fn serve(
         inner.faults.take(op)
     };
     let mut mangle = Mangle::None;
-    let mut answer_after = None;
+    let mut hold_answer = None;
     match fault {
         None => {}
         Some(Fault::RateLimit {
@@ -321,11 +321,11 @@ async fn serve(
         Some(Fault::BackendError) => return (ApiError::backend_error().into(), Mangle::None),
         Some(Fault::Unavailable) => return (ApiError::unavailable().into(), Mangle::None),
         Some(Fault::Delay { millis }) => tokio::time::sleep(millis).await,
-        Some(Fault::SlowAnswer { millis }) => answer_after = Some(millis),
         Some(Fault::MalformedBody) => mangle = Mangle::Malformed,
         Some(Fault::TruncatedBody) => mangle = Mangle::Truncated,
         Some(Fault::LoseResponse { then: Lost::Error }) => mangle = Mangle::LoseAsError,
         Some(Fault::LoseResponse { then: Lost::Drop }) => mangle = Mangle::Drop,
+        Some(Fault::DelayResponse { millis }) => hold_answer = Some(millis),
         Some(Fault::Respond {
             status,
             headers,
@@ -341,13 +341,14 @@ async fn serve(
             )
         }
     }
-    let reply = match run(shared, route, headers, query, if_match, bytes) {
+    let reply = run(shared, route, headers, query, if_match, bytes);
+    if let Some(hold) = hold_answer {
+        tokio::time::sleep(hold).await;
+    }
+    let reply = match reply {
         Ok(reply) => reply,
         Err(err) => return (err.into(), Mangle::None),
     };
-    if let Some(delay) = answer_after {
-        tokio::time::sleep(delay).await;
-    }
     (reply, mangle)
 }
 

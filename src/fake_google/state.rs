@@ -95,7 +95,7 @@ struct Instance {
 #[derive(Debug, Default)]
 pub(crate) struct ListParams {
     sync_token: Option<String>,
-    page_token: Option<String>,
+    pub(crate) page_token: Option<String>,
     max_results: Option<usize>,
     show_deleted: bool,
     single_events: bool,

@@ -26,6 +26,7 @@ use super::error::{
 use super::http::{body, empty_body, send, Connector, SendError};
 use super::listing::{parse_page, EventPage};
 use super::mapping::{remote_event, write_ack, BodyKind, EventBody, RemoteEvent, WriteAck};
+use super::observe::observe;
 use super::token::TokenProvider;
 use super::HttpClient;
 use crate::ids::{CalendarId, Etag, EventId, SyncToken};
@@ -180,7 +181,14 @@ impl CalendarClient {
     ) -> Result<EventPage, GoogleError> {
         let url = self.list_url(calendar, query);
         let answer = self
-            .raw(Target::Calendar, Method::GET, &url, None, None)
+            .raw(
+                "events.list",
+                Target::Calendar,
+                Method::GET,
+                &url,
+                None,
+                None,
+            )
             .await?;
         parse_page(&answer)
     }
@@ -224,16 +232,18 @@ impl CalendarClient {
         calendar_time_zone: Option<&str>,
     ) -> Result<RemoteEvent, GoogleError> {
         let found = self
-            .refreshing_once(|| async {
-                let mut capture = Capture::default();
-                let call = self
-                    .hub
-                    .events()
-                    .get(calendar.as_str(), event.as_str())
-                    .delegate(&mut capture);
-                let result = tokio::time::timeout(self.timeout, call.doit()).await;
-                self.settle(Target::Event, &capture, result)
-                    .map(|(_, event)| event)
+            .refreshing_once(|| {
+                observe("events.get", async {
+                    let mut capture = Capture::default();
+                    let call = self
+                        .hub
+                        .events()
+                        .get(calendar.as_str(), event.as_str())
+                        .delegate(&mut capture);
+                    let result = tokio::time::timeout(self.timeout, call.doit()).await;
+                    self.settle(Target::Event, &capture, result)
+                        .map(|(_, event)| event)
+                })
             })
             .await?;
         remote_event(&found, calendar_time_zone)
@@ -263,6 +273,7 @@ impl CalendarClient {
         let url = self.events_url(calendar, None);
         let answer = self
             .raw(
+                "events.insert",
                 Target::Calendar,
                 Method::POST,
                 &url,
@@ -292,6 +303,7 @@ impl CalendarClient {
         let url = self.events_url(calendar, Some(event));
         let answer = self
             .raw(
+                "events.patch",
                 Target::Event,
                 Method::PATCH,
                 &url,
@@ -312,9 +324,16 @@ impl CalendarClient {
         if_match: Option<&Etag>,
     ) -> Result<(), GoogleError> {
         let url = self.events_url(calendar, Some(event));
-        self.raw(Target::Event, Method::DELETE, &url, if_match, None)
-            .await
-            .map(drop)
+        self.raw(
+            "events.delete",
+            Target::Event,
+            Method::DELETE,
+            &url,
+            if_match,
+            None,
+        )
+        .await
+        .map(drop)
     }
 
     /// `events.watch`: opens a notification channel on the calendar's events.
@@ -334,18 +353,20 @@ impl CalendarClient {
             ..Channel::default()
         };
         let opened = self
-            .refreshing_once(|| async {
-                let mut capture = Capture::default();
-                let call = self
-                    .hub
-                    .events()
-                    .watch(channel.clone(), calendar.as_str())
-                    .single_events(true)
-                    .show_deleted(true)
-                    .delegate(&mut capture);
-                let result = tokio::time::timeout(self.timeout, call.doit()).await;
-                self.settle(Target::Calendar, &capture, result)
-                    .map(|(_, channel)| channel)
+            .refreshing_once(|| {
+                observe("events.watch", async {
+                    let mut capture = Capture::default();
+                    let call = self
+                        .hub
+                        .events()
+                        .watch(channel.clone(), calendar.as_str())
+                        .single_events(true)
+                        .show_deleted(true)
+                        .delegate(&mut capture);
+                    let result = tokio::time::timeout(self.timeout, call.doit()).await;
+                    self.settle(Target::Calendar, &capture, result)
+                        .map(|(_, channel)| channel)
+                })
             })
             .await?;
         let resource_id = opened
@@ -375,15 +396,17 @@ impl CalendarClient {
             resource_id: Some(resource_id.to_owned()),
             ..Channel::default()
         };
-        self.refreshing_once(|| async {
-            let mut capture = Capture::default();
-            let call = self
-                .hub
-                .channels()
-                .stop(channel.clone())
-                .delegate(&mut capture);
-            let result = tokio::time::timeout(self.timeout, call.doit()).await;
-            self.settle(Target::Channel, &capture, result).map(drop)
+        self.refreshing_once(|| {
+            observe("channels.stop", async {
+                let mut capture = Capture::default();
+                let call = self
+                    .hub
+                    .channels()
+                    .stop(channel.clone())
+                    .delegate(&mut capture);
+                let result = tokio::time::timeout(self.timeout, call.doit()).await;
+                self.settle(Target::Channel, &capture, result).map(drop)
+            })
         })
         .await
     }
@@ -439,18 +462,22 @@ impl CalendarClient {
     /// A raw request, refreshing the token once on 401.
     async fn raw(
         &self,
+        operation: &'static str,
         target: Target,
         method: Method,
         url: &url::Url,
         if_match: Option<&Etag>,
         json_body: Option<&Value>,
     ) -> Result<Bytes, GoogleError> {
-        self.refreshing_once(|| self.raw_once(target, method.clone(), url, if_match, json_body))
-            .await
+        self.refreshing_once(|| {
+            self.raw_once(operation, target, method.clone(), url, if_match, json_body)
+        })
+        .await
     }
 
     async fn raw_once(
         &self,
+        operation: &'static str,
         target: Target,
         method: Method,
         url: &url::Url,
@@ -477,6 +504,15 @@ impl CalendarClient {
             reason: None,
             message: format!("cannot build the request: {e}"),
         })?;
+        observe(operation, self.send_raw(target, request)).await
+    }
+
+    /// Sends a built request and classifies the answer.
+    async fn send_raw(
+        &self,
+        target: Target,
+        request: Request<super::http::Body>,
+    ) -> Result<Bytes, GoogleError> {
         let response = match send(&self.http, request, self.timeout).await {
             Ok(r) => r,
             Err(SendError::Timeout(d)) => return Err(GoogleError::Timeout(d)),

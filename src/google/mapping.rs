@@ -294,7 +294,9 @@ impl EventBody<'_> {
         self.optional(&mut body, "description", f.description.as_deref());
         self.optional(&mut body, "location", f.location.as_deref());
         let start_zone = f.start_time_zone.as_deref().or(self.calendar_time_zone);
-        let end_zone = f.end_time_zone.as_deref().or(start_zone);
+        // The calendar's, not the start's: a pull reads a zone-less end back
+        // as the calendar's, so anything else would make the two sides differ.
+        let end_zone = f.end_time_zone.as_deref().or(self.calendar_time_zone);
         body.insert(
             "start".into(),
             self.time(f.start_at, f.all_day, start_zone)?,
@@ -595,6 +597,28 @@ mod tests {
         .unwrap();
         assert!(!insert.contains_key("description"));
         assert!(!insert["start"].as_object().unwrap().contains_key("date"));
+    }
+
+    #[test]
+    fn an_end_without_zone_is_sent_in_the_calendars_zone_not_the_starts() {
+        let mut f = timed(
+            "2026-06-10T10:00:00Z",
+            "2026-06-10T11:00:00Z",
+            Some("Asia/Kolkata"),
+        );
+        f.end_time_zone = None;
+        let body = EventBody {
+            fields: &f,
+            calendar_time_zone: Some("America/Chicago"),
+            kind: BodyKind::Insert,
+        }
+        .to_json()
+        .unwrap();
+        assert_eq!(body["start"]["timeZone"], "Asia/Kolkata");
+        assert_eq!(
+            body["end"],
+            json!({"dateTime": "2026-06-10T06:00:00-05:00", "timeZone": "America/Chicago"})
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod error;
 mod http;
 mod listing;
 mod mapping;
+mod observe;
 mod token;
 
 use std::sync::Arc;

@@ -161,7 +161,7 @@ impl TokenProvider {
             }
             _ => {}
         }
-        match self.refresh().await {
+        match super::observe::observe("token.refresh", self.refresh()).await {
             Ok((token, lifetime)) => {
                 let margin = EXPIRY_MARGIN.min(lifetime / 2);
                 *cache = Cached::Valid {

@@ -37,6 +37,8 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::BackoffBuilder;
@@ -181,6 +183,9 @@ pub struct Job {
     pub attempt: i32,
     token: Uuid,
     lease: Duration,
+    /// Set (for every clone) when the run starts writing its completion,
+    /// which clears the lease: see [`Job::completion_started`].
+    completing: Arc<AtomicBool>,
 }
 
 impl Job {
@@ -201,6 +206,7 @@ impl Job {
     /// must roll `tx` back (dropping it does). The success counts once `tx`
     /// commits.
     pub async fn complete_in(&self, tx: &mut PgConnection) -> Result<Done, JobError> {
+        self.completing.store(true, Ordering::SeqCst);
         match store::jobs::complete(&mut *tx, self.id, self.token).await? {
             true => Ok(Done(())),
             false => Err(JobError::LeaseLost),
@@ -209,10 +215,19 @@ impl Job {
 
     /// Completes a job that has no database effects of its own.
     pub async fn complete(&self, pool: &PgPool) -> Result<Done, JobError> {
+        self.completing.store(true, Ordering::SeqCst);
         match store::jobs::complete(pool, self.id, self.token).await? {
             true => Ok(Done(())),
             false => Err(JobError::LeaseLost),
         }
+    }
+
+    /// Whether this run has started writing the job's completion. Set before
+    /// the write, so a heartbeat that finds no lease afterwards knows the
+    /// handler is at its very end: it either succeeded (the completion
+    /// cleared the lease) or is about to report the lost lease itself.
+    pub fn completion_started(&self) -> bool {
+        self.completing.load(Ordering::SeqCst)
     }
 
     /// The claim token, for logs of lease trouble. Not a secret, but not the
@@ -331,6 +346,7 @@ impl Queue {
             attempt: row.attempts + 1,
             token: row.claim_token,
             lease: self.settings.lease,
+            completing: Arc::new(AtomicBool::new(false)),
         }))
     }
 
@@ -451,7 +467,9 @@ impl Queue {
                 "lease of {} expired before the job finished",
                 holder.as_deref().unwrap_or("a worker")
             );
-            tracing::warn!(job = %id, %message, "rescuing job");
+            // `reason`, not `message`: a field named `message` would be a
+            // second `message` key beside the event's own in JSON logs.
+            tracing::warn!(job = %id, reason = %message, "rescuing job");
             if attempts + 1 < self.settings.max_attempts {
                 store::jobs::requeue(&mut tx, id, 0.0, attempts + 1, Some(&message)).await?;
                 rescued.requeued += 1;

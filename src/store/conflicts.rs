@@ -51,5 +51,11 @@ pub async fn insert(
     .bind(&remote)
     .execute(conn)
     .await?;
+    // Counted when written; a rolled-back transaction over-counts, which a
+    // counter of "conflicts seen" can live with.
+    for c in items {
+        metrics::counter!(crate::worker::metric::CONFLICTS, "winner" => c.winner, "kind" => c.kind)
+            .increment(1);
+    }
     Ok(())
 }

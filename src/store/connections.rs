@@ -227,6 +227,24 @@ pub async fn load_for_sync(
     .ok_or(StoreError::UnknownConnection(id))
 }
 
+/// Whether the connection is still active, holding a share lock on its row
+/// until the caller's transaction ends, so a `disconnect` waits for it. A pull
+/// page checks this before writing: once disconnected, the host's edits are
+/// not recorded as pending pushes (the re-connect finds them by
+/// `updated_at`), so a page written after the disconnect would overwrite them
+/// as if they were not there.
+pub async fn lock_if_active(
+    conn: &mut sqlx::PgConnection,
+    id: ConnectionId,
+) -> Result<bool, StoreError> {
+    let active: Option<bool> =
+        sqlx::query_scalar("SELECT active FROM plansync.connections WHERE id = $1 FOR SHARE")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(active.unwrap_or(false))
+}
+
 /// Why a connection cannot be synced until an admin acts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Blocked {

@@ -291,16 +291,22 @@ pub async fn schedule_pulls(
     Ok(rows)
 }
 
-/// Deletes succeeded and superseded jobs finished more than `age_secs` ago.
-pub async fn prune_finished(pool: &PgPool, age_secs: f64) -> Result<u64, StoreError> {
+/// Deletes succeeded and superseded jobs finished more than `finished_secs`
+/// ago, and dead jobs that died more than `dead_secs` ago (each through its
+/// own partial index, at most 10,000 rows a call).
+pub async fn prune(pool: &PgPool, finished_secs: f64, dead_secs: f64) -> Result<u64, StoreError> {
     let rows = sqlx::query(
         "DELETE FROM plansync.jobs WHERE id IN ( \
-             SELECT id FROM plansync.jobs \
-             WHERE state IN ('succeeded', 'superseded') \
-               AND finished_at < now() - make_interval(secs => $1) \
-             LIMIT 10000)",
+             (SELECT id FROM plansync.jobs \
+              WHERE state IN ('succeeded', 'superseded') \
+                AND finished_at < now() - make_interval(secs => $1) LIMIT 10000) \
+             UNION ALL \
+             (SELECT id FROM plansync.jobs \
+              WHERE state = 'dead' AND finished_at < now() - make_interval(secs => $2) \
+              LIMIT 10000))",
     )
-    .bind(age_secs)
+    .bind(finished_secs)
+    .bind(dead_secs)
     .execute(pool)
     .await?
     .rows_affected();
@@ -398,21 +404,6 @@ pub async fn dead_total(pool: &PgPool, user: Option<UserId>) -> Result<i64, Stor
     .fetch_one(pool)
     .await?;
     Ok(n)
-}
-
-/// Deletes dead jobs that died more than `age_secs` ago.
-pub async fn prune_dead(pool: &PgPool, age_secs: f64) -> Result<u64, StoreError> {
-    let rows = sqlx::query(
-        "DELETE FROM plansync.jobs WHERE id IN ( \
-             SELECT id FROM plansync.jobs \
-             WHERE state = 'dead' AND finished_at < now() - make_interval(secs => $1) \
-             LIMIT 10000)",
-    )
-    .bind(age_secs)
-    .execute(pool)
-    .await?
-    .rows_affected();
-    Ok(rows)
 }
 
 /// The first sync of a push-target connection: one push job for each of the
@@ -519,4 +510,13 @@ pub async fn cancel_queued_pushes(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// How many jobs are running in the whole fleet (the `plansync_jobs_running`
+/// gauge). A count over the partial index of running jobs: cheap.
+pub async fn running_count(pool: &PgPool) -> Result<i64, StoreError> {
+    let n = sqlx::query_scalar("SELECT count(*) FROM plansync.jobs WHERE state = 'running'")
+        .fetch_one(pool)
+        .await?;
+    Ok(n)
 }

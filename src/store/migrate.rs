@@ -7,7 +7,7 @@
 //! migration exactly once.
 
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection, Executor, PgConnection};
+use sqlx::{ConnectOptions, Connection, Executor, PgConnection, PgPool};
 
 use super::{connect_options, StoreError};
 use crate::config::DatabaseSettings;
@@ -68,4 +68,127 @@ pub async fn run(settings: &DatabaseSettings) -> Result<(), StoreError> {
     MIGRATOR.run(&mut conn).await?;
     conn.close().await.map_err(StoreError::from)?;
     Ok(())
+}
+
+/// How the database's applied migrations compare with the ones built into
+/// this binary (versions and checksums).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MigrationState {
+    /// Every migration of the binary is applied, unchanged, and no other.
+    Current,
+    /// Not what this binary expects: it must not serve (see `/readyz`).
+    Differs {
+        /// In the binary, not applied (or applied and failed).
+        missing: Vec<i64>,
+        /// Applied, unknown to the binary (a newer binary migrated).
+        unknown: Vec<i64>,
+        /// Applied with another checksum than the binary's.
+        changed: Vec<i64>,
+    },
+}
+
+impl std::fmt::Display for MigrationState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MigrationState::Current => f.write_str("current"),
+            MigrationState::Differs {
+                missing,
+                unknown,
+                changed,
+            } => write!(
+                f,
+                "differ from the binary's (missing {missing:?}, unknown {unknown:?}, changed {changed:?})"
+            ),
+        }
+    }
+}
+
+/// Compares `plansync._sqlx_migrations` with the embedded migrator. One small
+/// read; a database never migrated counts as every migration missing.
+pub async fn check(pool: &PgPool) -> Result<MigrationState, StoreError> {
+    let applied: Vec<(i64, Vec<u8>)> = match sqlx::query_as(
+        "SELECT version, checksum FROM plansync._sqlx_migrations WHERE success ORDER BY version",
+    )
+    .fetch_all(pool)
+    .await
+    {
+        Ok(rows) => rows,
+        // 42P01 undefined_table, 3F000 invalid_schema_name: never migrated.
+        Err(sqlx::Error::Database(db))
+            if matches!(db.code().as_deref(), Some("42P01") | Some("3F000")) =>
+        {
+            Vec::new()
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(compare(
+        MIGRATOR
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration())
+            .map(|m| (m.version, m.checksum.as_ref())),
+        &applied,
+    ))
+}
+
+fn compare<'a>(
+    binary: impl Iterator<Item = (i64, &'a [u8])>,
+    applied: &[(i64, Vec<u8>)],
+) -> MigrationState {
+    let applied: std::collections::BTreeMap<i64, &[u8]> =
+        applied.iter().map(|(v, c)| (*v, c.as_slice())).collect();
+    let binary: std::collections::BTreeMap<i64, &[u8]> = binary.collect();
+    let missing: Vec<i64> = binary
+        .keys()
+        .filter(|v| !applied.contains_key(v))
+        .copied()
+        .collect();
+    let unknown: Vec<i64> = applied
+        .keys()
+        .filter(|v| !binary.contains_key(v))
+        .copied()
+        .collect();
+    let changed: Vec<i64> = binary
+        .iter()
+        .filter(|(v, c)| applied.get(v).is_some_and(|a| a != *c))
+        .map(|(v, _)| *v)
+        .collect();
+    if missing.is_empty() && unknown.is_empty() && changed.is_empty() {
+        MigrationState::Current
+    } else {
+        MigrationState::Differs {
+            missing,
+            unknown,
+            changed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_compare_by_version_and_checksum() {
+        let binary = [(1, &b"a"[..]), (2, &b"b"[..])];
+        let same = vec![(1, b"a".to_vec()), (2, b"b".to_vec())];
+        assert_eq!(compare(binary.into_iter(), &same), MigrationState::Current);
+        let behind = vec![(1, b"a".to_vec())];
+        assert_eq!(
+            compare(binary.into_iter(), &behind),
+            MigrationState::Differs {
+                missing: vec![2],
+                unknown: vec![],
+                changed: vec![]
+            }
+        );
+        let other = vec![(1, b"x".to_vec()), (2, b"b".to_vec()), (3, b"c".to_vec())];
+        assert_eq!(
+            compare(binary.into_iter(), &other),
+            MigrationState::Differs {
+                missing: vec![],
+                unknown: vec![3],
+                changed: vec![1]
+            }
+        );
+    }
 }

@@ -14,6 +14,10 @@
 //!   and stamps every link it sees with a fresh generation; only the last
 //!   page's transaction deletes the connection's appointments its listing did
 //!   not show (and that end after `timeMin`). A crash half-way sweeps nothing.
+//! - **Disconnects.** Every page's transaction first checks, under a share
+//!   lock on the connection row, that the connection is still active; a pull
+//!   that outlives a `disconnect` writes nothing more (the host's edits made
+//!   since are pushed by the re-connect, not overwritten by a stale page).
 //! - **Ownership.** New appointments belong to the connection's user, never to
 //!   anyone named inside the event.
 //! - **Batched writes.** Each kind of change is one statement per page.
@@ -186,6 +190,12 @@ async fn pull(
         // pool (PLANSYNC_DB_POOL is independent of PLANSYNC_CONCURRENCY).
         let mut tx = ctx.pool.begin().await?;
         job.fence(&mut tx).await?;
+        if !connections::lock_if_active(&mut tx, connection.id).await? {
+            // Disconnected while we listed: edits made since are the
+            // re-connect's to push, never ours to overwrite.
+            tx.rollback().await?;
+            return Ok(job.complete(&ctx.pool).await?);
+        }
         appointments::mark_origin_google(&mut tx).await?;
         let mut batch = DeltaBatch::new();
         let events = dedup_by_id(&page.events);
@@ -255,7 +265,7 @@ async fn record_skipped(
             "event set aside"
         );
     }
-    metrics::counter!("plansync_skipped_events_total").increment(page.skipped.len() as u64);
+    metrics::counter!(crate::worker::metric::SKIPPED_EVENTS).increment(page.skipped.len() as u64);
     let skips: Vec<Skip> = page
         .skipped
         .iter()

@@ -19,13 +19,16 @@
 //! - **Each job** runs in a `job` tracing span (id, kind, connection,
 //!   attempt) with a heartbeat extending its lease every third of it; when a
 //!   heartbeat finds the lease gone, the job's token is cancelled, the handler
-//!   dropped, and nothing more is written.
+//!   dropped, and nothing more is written — unless the handler had started
+//!   writing its completion, which clears the lease too (a job that just
+//!   succeeded is not reported as having lost its lease).
 //! - **Shutdown.** When the shutdown token is cancelled (SIGTERM/SIGINT), the
 //!   worker stops claiming, lets in-flight jobs finish within
 //!   `PLANSYNC_SHUTDOWN_GRACE_SECS`, then stops the rest and releases their
 //!   leases (back to the queue, no attempt spent).
 
 pub mod api;
+pub mod gauges;
 pub mod handler;
 pub mod http;
 pub mod notifications;
@@ -50,39 +53,168 @@ use crate::config::{QueueSettings, SyncSettings, WorkerSettings};
 use crate::queue::{Job, JobError, Queue, Transition};
 use crate::store::{self, StoreError};
 
-/// Metric names (Prometheus), recorded through the `metrics` facade.
+/// Metric names (Prometheus), recorded through the `metrics` facade. README's
+/// operations section lists every family.
 pub mod metric {
-    pub const CLAIMED: &str = "plansync_jobs_claimed_total";
-    pub const SUCCEEDED: &str = "plansync_jobs_succeeded_total";
-    pub const FAILED: &str = "plansync_jobs_failed_total";
-    pub const DEAD: &str = "plansync_jobs_dead_total";
-    pub const DURATION: &str = "plansync_job_duration_seconds";
-    /// Notifications received on `/google/notifications`, by outcome.
-    pub const NOTIFICATIONS: &str = "plansync_notifications_total";
-    /// Live notification channels of the worker's region (set by the tick).
-    pub const CHANNELS_LIVE: &str = "plansync_channels_live";
+    use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
-    /// Registers descriptions with the installed recorder.
+    use crate::queue::JobKind;
+
+    /// Jobs claimed, by `kind`.
+    pub const CLAIMED: &str = "plansync_jobs_claimed_total";
+    /// Finished job runs, by `kind` and `outcome` ([`outcome`]).
+    pub const JOBS: &str = "plansync_jobs_total";
+    /// Run time of a job, by `kind` and `outcome` (histogram).
+    pub const DURATION: &str = "plansync_job_duration_seconds";
+    /// Google calls, by `operation` and `outcome` (`ok` or the error's class).
+    pub const GOOGLE_REQUESTS: &str = "plansync_google_requests_total";
+    /// Google call latency, by `operation` (histogram).
+    pub const GOOGLE_DURATION: &str = "plansync_google_request_duration_seconds";
+    /// Queued jobs of the whole fleet (gauge, refreshed by every replica).
+    pub const QUEUE_DEPTH: &str = "plansync_queue_depth";
+    /// How long the oldest claimable due job has waited (gauge).
+    pub const QUEUE_LAG: &str = "plansync_queue_oldest_due_lag_seconds";
+    /// Jobs running in the fleet (gauge).
+    pub const RUNNING: &str = "plansync_jobs_running";
+    /// Unpublished outbox rows (gauge).
+    pub const OUTBOX_BACKLOG: &str = "plansync_outbox_backlog";
+    /// Age of the oldest unpublished outbox row (gauge).
+    pub const OUTBOX_AGE: &str = "plansync_outbox_oldest_age_seconds";
+    /// Deltas published to Redis, by `item_type` and `action`.
+    pub const DELTAS_PUBLISHED: &str = "plansync_deltas_published_total";
+    /// Conflict records written, by `winner` and `kind`.
+    pub const CONFLICTS: &str = "plansync_conflicts_total";
+    /// Events Google listed that could not be read or stored.
+    pub const SKIPPED_EVENTS: &str = "plansync_skipped_events_total";
+    /// Live Google notification channels (gauge; set by the channel upkeep).
+    pub const CHANNELS_LIVE: &str = "plansync_notification_channels_live";
+    /// Notifications received on `/google/notifications`, by `outcome`.
+    pub const NOTIFICATIONS: &str = "plansync_notifications_total";
+    /// 1 when this replica's last Redis probe answered, else 0 (gauge).
+    pub const REDIS_UP: &str = "plansync_redis_up";
+
+    /// The `outcome` label of [`JOBS`] and [`DURATION`].
+    pub mod outcome {
+        pub const SUCCEEDED: &str = "succeeded";
+        /// Failed, back in the queue (retry, snooze or back-off).
+        pub const REQUEUED: &str = "requeued";
+        pub const DEAD: &str = "dead";
+        /// Lease lost, or released at shutdown: nothing recorded.
+        pub const ABANDONED: &str = "abandoned";
+        pub const ALL: [&str; 4] = [SUCCEEDED, REQUEUED, DEAD, ABANDONED];
+    }
+
+    /// Buckets of the latency histograms (seconds): a fast Google call is tens
+    /// of milliseconds, a long full sync minutes.
+    pub const SECONDS_BUCKETS: [f64; 14] = [
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+    ];
+
+    /// Installs the process-wide Prometheus recorder, with buckets for every
+    /// `_seconds` histogram so they render as histograms (aggregatable across
+    /// replicas) rather than summaries, and registers every family.
+    pub fn install() -> Result<PrometheusHandle, BuildError> {
+        let handle = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)?
+            .install_recorder()?;
+        describe();
+        Ok(handle)
+    }
+
+    /// Registers descriptions with the installed recorder and makes every
+    /// counter and gauge family visible at zero, so dashboards and alerts
+    /// find them before the first event.
     pub fn describe() {
-        metrics::describe_counter!(CLAIMED, "Jobs claimed, by kind");
-        metrics::describe_counter!(SUCCEEDED, "Jobs completed, by kind");
-        metrics::describe_counter!(
-            FAILED,
-            "Failed job runs that go back to the queue (retry or snooze), by kind"
+        use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+        describe_counter!(CLAIMED, "Jobs claimed, by kind");
+        describe_counter!(
+            JOBS,
+            "Finished job runs, by kind and outcome (succeeded, requeued, dead, abandoned)"
         );
-        metrics::describe_counter!(DEAD, "Jobs that died, by kind");
-        metrics::describe_histogram!(
+        describe_histogram!(
             DURATION,
-            metrics::Unit::Seconds,
-            "Run time of a job, by kind"
+            Unit::Seconds,
+            "Run time of a job, by kind and outcome"
         );
-        metrics::describe_counter!(
+        describe_counter!(GOOGLE_REQUESTS, "Google calls, by operation and outcome");
+        describe_histogram!(
+            GOOGLE_DURATION,
+            Unit::Seconds,
+            "Google call latency, by operation"
+        );
+        describe_gauge!(QUEUE_DEPTH, "Queued jobs (whole fleet)");
+        describe_gauge!(
+            QUEUE_LAG,
+            Unit::Seconds,
+            "How long the oldest claimable due job has waited past its run time"
+        );
+        describe_gauge!(RUNNING, "Jobs running (whole fleet)");
+        describe_gauge!(OUTBOX_BACKLOG, "Deltas written but not yet published");
+        describe_gauge!(
+            OUTBOX_AGE,
+            Unit::Seconds,
+            "Age of the oldest unpublished delta"
+        );
+        describe_counter!(
+            DELTAS_PUBLISHED,
+            "Deltas published to Redis, by item type and action"
+        );
+        describe_counter!(CONFLICTS, "Conflicts recorded, by winner and kind");
+        describe_counter!(SKIPPED_EVENTS, "Google events set aside as unreadable");
+        describe_gauge!(
+            CHANNELS_LIVE,
+            "Live Google notification channels of the region"
+        );
+        describe_counter!(
             NOTIFICATIONS,
             "Google notifications received, by outcome (accepted, sync, unknown_channel, \
-             bad_token, stale)"
+             bad_token, stale, unavailable)"
         );
-        metrics::describe_gauge!(CHANNELS_LIVE, "Live notification channels of the region");
+        for outcome in [
+            "accepted",
+            "sync",
+            "unknown_channel",
+            "bad_token",
+            "stale",
+            "unavailable",
+        ] {
+            metrics::counter!(NOTIFICATIONS, "outcome" => outcome).increment(0);
+        }
         crate::sync::watch::metric::describe();
+        describe_gauge!(REDIS_UP, "1 when Redis answered this replica's last probe");
+
+        for kind in JobKind::ALL {
+            metrics::counter!(CLAIMED, "kind" => kind.as_str()).increment(0);
+            for outcome in outcome::ALL {
+                metrics::counter!(JOBS, "kind" => kind.as_str(), "outcome" => outcome).increment(0);
+            }
+        }
+        metrics::counter!(SKIPPED_EVENTS).increment(0);
+        for winner in ["google", "local"] {
+            for kind in ["edit", "delete"] {
+                metrics::counter!(CONFLICTS, "winner" => winner, "kind" => kind).increment(0);
+            }
+        }
+        for (item_type, action) in [
+            ("appointment", "created"),
+            ("appointment", "updated"),
+            ("appointment", "deleted"),
+            ("plan", "updated"),
+        ] {
+            metrics::counter!(DELTAS_PUBLISHED, "item_type" => item_type, "action" => action)
+                .increment(0);
+        }
+        for gauge in [
+            QUEUE_DEPTH,
+            QUEUE_LAG,
+            RUNNING,
+            OUTBOX_BACKLOG,
+            OUTBOX_AGE,
+            CHANNELS_LIVE,
+            REDIS_UP,
+        ] {
+            metrics::gauge!(gauge).set(0.0);
+        }
     }
 }
 
@@ -210,9 +342,9 @@ impl<H: JobHandler> Worker<H> {
             .map(|_| cfg.poll_backstop.as_secs().max(1) as i64);
         let scheduled = store::jobs::schedule_pulls(pool, &cfg.region, interval, backstop).await?;
         let upkeep = self.channel_upkeep().await?;
-        store::jobs::prune_finished(pool, KEEP_FINISHED.as_secs_f64()).await?;
-        store::jobs::prune_dead(
+        store::jobs::prune(
             pool,
+            KEEP_FINISHED.as_secs_f64(),
             self.inner.queue.settings().dead_retention.as_secs_f64(),
         )
         .await?;
@@ -413,6 +545,22 @@ impl<H: JobHandler> Worker<H> {
     }
 
     async fn execute_inner(&self, job: &Job, hard_stop: CancellationToken) -> RunOutcome {
+        let started = Instant::now();
+        let outcome = self.run_job(job, hard_stop).await;
+        let label = match outcome {
+            RunOutcome::Succeeded => metric::outcome::SUCCEEDED,
+            RunOutcome::Requeued => metric::outcome::REQUEUED,
+            RunOutcome::Dead => metric::outcome::DEAD,
+            RunOutcome::Abandoned => metric::outcome::ABANDONED,
+        };
+        let kind = job.kind.as_str();
+        metrics::counter!(metric::JOBS, "kind" => kind, "outcome" => label).increment(1);
+        metrics::histogram!(metric::DURATION, "kind" => kind, "outcome" => label)
+            .record(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    async fn run_job(&self, job: &Job, hard_stop: CancellationToken) -> RunOutcome {
         let inner = &self.inner;
         let cancel = hard_stop.child_token();
         let lease_lost = Arc::new(AtomicBool::new(false));
@@ -448,13 +596,9 @@ impl<H: JobHandler> Worker<H> {
         };
         heartbeat_done.cancel();
         let _ = heartbeat.await;
-        let kind = job.kind.as_str();
-        metrics::histogram!(metric::DURATION, "kind" => kind)
-            .record(started.elapsed().as_secs_f64());
 
         let error = match result {
             Some(Ok(_done)) => {
-                metrics::counter!(metric::SUCCEEDED, "kind" => kind).increment(1);
                 tracing::info!(
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "job succeeded"
@@ -462,7 +606,10 @@ impl<H: JobHandler> Worker<H> {
                 return RunOutcome::Succeeded;
             }
             Some(Err(error)) => error,
-            None if lease_lost.load(Ordering::SeqCst) => JobError::LeaseLost,
+            None if lease_lost.load(Ordering::SeqCst) => {
+                tracing::warn!("heartbeat found the lease gone; the job stopped and wrote nothing");
+                return RunOutcome::Abandoned;
+            }
             None => {
                 return match inner.queue.release(job).await {
                     Ok(Transition::Requeued { .. }) => {
@@ -479,7 +626,6 @@ impl<H: JobHandler> Worker<H> {
         };
         match inner.queue.fail(job, &error).await {
             Ok(Transition::Requeued { into, delay }) => {
-                metrics::counter!(metric::FAILED, "kind" => kind).increment(1);
                 tracing::warn!(
                     error = %error,
                     retry_in_secs = delay.as_secs_f64(),
@@ -489,7 +635,6 @@ impl<H: JobHandler> Worker<H> {
                 RunOutcome::Requeued
             }
             Ok(Transition::Dead) => {
-                metrics::counter!(metric::DEAD, "kind" => kind).increment(1);
                 tracing::error!(error = %error, "job failed; dead");
                 RunOutcome::Dead
             }
@@ -509,8 +654,10 @@ impl<H: JobHandler> Worker<H> {
     }
 }
 
-/// Extends the lease every third of it until `done`; on a lost lease, marks
-/// `lost` and cancels the job.
+/// Extends the lease every third of it until `done`. On a lost lease it
+/// marks `lost` and cancels the job, unless the handler has started writing
+/// its completion (which clears the lease too): then the handler is at its
+/// very end and reports how it went itself, so the heartbeat just stops.
 async fn heartbeat(
     queue: Queue,
     job: Job,
@@ -527,8 +674,8 @@ async fn heartbeat(
         }
         match queue.heartbeat(&job).await {
             Ok(()) => {}
+            Err(JobError::LeaseLost) if job.completion_started() => return,
             Err(JobError::LeaseLost) => {
-                tracing::warn!("heartbeat found the lease gone; stopping the job");
                 lost.store(true, Ordering::SeqCst);
                 cancel.cancel();
                 return;

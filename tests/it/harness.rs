@@ -12,6 +12,7 @@ use plansync::crypto::TokenCipher;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
 
 /// The server tests run against; `DATABASE_URL`'s host and credentials are
 /// reused with a fresh database name.
@@ -317,6 +318,23 @@ impl SyncApp {
         run_command(self.command(), args, stdin).await
     }
 
+    /// The binary with extra environment (`None` removes a variable).
+    pub async fn run_with(
+        &self,
+        env: &[(&str, Option<&str>)],
+        args: &[&str],
+        stdin: &str,
+    ) -> Output {
+        let mut cmd = self.command();
+        for (k, v) in env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        run_command(cmd, args, stdin).await
+    }
+
     /// `plansync run --once`, asserting it exits 0.
     pub async fn run_once(&self) -> Output {
         let out = self.run(&["run", "--once"], "").await;
@@ -347,5 +365,293 @@ impl SyncApp {
         let out = self.run(&["status", "--json"], "").await;
         assert!(out.status.success(), "{}", stderr(&out));
         serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+/// Settings that make a worker's calls to Google depend only on what the test
+/// does: retries at once, and no scheduled pull (slots a week long) beyond
+/// the first one, so a recorded session replays call for call.
+pub const REPLAYABLE_ENV: [(&str, &str); 2] = [
+    ("PLANSYNC_RETRY_BASE_SECS", "0"),
+    ("PLANSYNC_POLL_INTERVAL_SECS", "604800"),
+];
+
+/// A test app whose worker talks to a replay of a recorded session
+/// (fixtures/README.md, "Recordings") instead of the emulator. End the test
+/// with [`ReplayApp::assert_consumed`]: every exchange used, nothing
+/// unexpected asked.
+pub struct ReplayApp {
+    pub app: TestApp,
+    pub replay: plansync::fake_google::Replayer,
+}
+
+impl ReplayApp {
+    /// The refresh token connections are made with: the recording's own were
+    /// replaced by placeholders, and token requests match by grant type.
+    pub const REFRESH_TOKEN: &'static str = "replay-refresh-token";
+
+    pub async fn start(recording: &std::path::Path) -> ReplayApp {
+        let app = TestApp::spawn().await;
+        let replay = plansync::fake_google::Replayer::start(
+            plansync::fake_google::ReplayOptions::new(recording),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("replaying {}: {e}", recording.display()));
+        ReplayApp { app, replay }
+    }
+
+    /// The binary with the app's environment, pointed at the replay.
+    pub fn command(&self) -> tokio::process::Command {
+        let mut cmd = self.app.command();
+        cmd.env("GOOGLE_CALENDAR_BASE_URL", self.replay.base_url())
+            .env("GOOGLE_TOKEN_URL", self.replay.token_url())
+            .env(
+                "GOOGLE_CLIENT_ID",
+                "replay-client.apps.googleusercontent.com",
+            )
+            .env("GOOGLE_CLIENT_SECRET", "replay-client-secret")
+            .envs(REPLAYABLE_ENV);
+        cmd
+    }
+
+    pub async fn run(&self, args: &[&str]) -> Output {
+        let out = run_command(self.command(), args, "").await;
+        assert!(
+            out.status.success(),
+            "plansync {args:?} failed: {}\n{}",
+            stderr(&out),
+            self.replay.status()
+        );
+        out
+    }
+
+    /// Creates the user (if needed) and connects `calendar`.
+    pub async fn connect(&self, user: i64, calendar: &str) -> i64 {
+        sqlx::query("INSERT INTO users (id) VALUES ($1) ON CONFLICT (id) DO NOTHING")
+            .bind(user)
+            .execute(&self.app.pool)
+            .await
+            .unwrap();
+        let user = user.to_string();
+        let out = run_command(
+            self.command(),
+            &["connect", "--user", &user, "--calendar", calendar],
+            &format!("{}\n", Self::REFRESH_TOKEN),
+        )
+        .await;
+        assert!(out.status.success(), "connect failed: {}", stderr(&out));
+        stdout(&out).trim().parse().expect("connect prints the id")
+    }
+
+    /// Fails the test unless the recording was consumed exactly, naming every
+    /// unexpected request (with the exchange that was next) and every unused
+    /// exchange.
+    #[track_caller]
+    pub fn assert_consumed(&self) {
+        self.replay.status().assert_consumed();
+    }
+}
+
+impl SyncApp {
+    /// The environment of a worker of this app (database, Redis prefix,
+    /// token key, emulator), plus `extra` (later pairs win).
+    pub fn worker_env(&self, extra: &[(&str, &str)]) -> Env {
+        let mut pairs: Vec<(String, String)> = vec![
+            ("DATABASE_URL".into(), self.app.database_url.clone()),
+            ("REDIS_URL".into(), redis_url()),
+            (
+                "PLANSYNC_REDIS_PREFIX".into(),
+                self.app.redis_prefix.clone(),
+            ),
+            ("PLANSYNC_TOKEN_KEY".into(), self.app.token_key.clone()),
+        ];
+        pairs.extend(
+            self.google_env()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v)),
+        );
+        pairs.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        Env::from_pairs(pairs)
+    }
+
+    /// One in-process pass (what `run --once` does, without a child
+    /// process): a tick, every due job, then the outbox drained.
+    pub async fn pass(&self) -> plansync::worker::PassReport {
+        let process = WorkerProcess::start(self.worker_env(&[]), "pass", 4).await;
+        process.pass().await.expect("the pass ran")
+    }
+}
+
+/// A worker "process" in-process: its own tokio runtime, database pool, Google
+/// client and delta relay, built from settings as `plansync run` builds them.
+/// [`WorkerProcess::kill`] (and dropping it) shuts the runtime down without
+/// waiting: every task — jobs, heartbeats, the relay — is dropped at its next
+/// await and every connection closed, which is what `kill -9` does as far as
+/// Postgres and Google can tell (open transactions roll back, leases stay
+/// until they expire, requests in flight may or may not have taken effect).
+pub struct WorkerProcess {
+    /// The worker id (`lockedBy` of its claims).
+    pub id: String,
+    runtime: Option<tokio::runtime::Runtime>,
+    parts: Option<ProcessParts>,
+}
+
+struct ProcessParts {
+    worker: plansync::worker::Worker<plansync::worker::SyncJobs>,
+    relay: std::sync::Arc<tokio::sync::Mutex<plansync::deltas::relay::Relay>>,
+    pool: PgPool,
+    redis: plansync::config::RedisSettings,
+}
+
+/// Why a pass did not finish.
+#[derive(Debug)]
+pub enum PassError {
+    /// The process was killed while the pass ran.
+    Killed,
+    Worker(plansync::worker::WorkerError),
+}
+
+impl WorkerProcess {
+    /// Builds the process's runtime and parts; `pool_size` bounds its
+    /// database connections.
+    pub async fn start(env: Env, id: &str, pool_size: u32) -> WorkerProcess {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(format!("worker-{id}"))
+            .enable_all()
+            .build()
+            .expect("a worker runtime");
+        let worker_id = id.to_owned();
+        // Built inside its runtime: the pool's and the HTTP client's sockets
+        // belong to that runtime and die with it.
+        let parts = runtime
+            .spawn(async move { ProcessParts::build(&env, worker_id, pool_size).await })
+            .await
+            .expect("building the worker");
+        WorkerProcess {
+            id: id.to_owned(),
+            runtime: Some(runtime),
+            parts: Some(parts),
+        }
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.runtime.as_ref().expect("a live process")
+    }
+
+    fn parts(&self) -> &ProcessParts {
+        self.parts.as_ref().expect("a live process")
+    }
+
+    /// Starts one pass (`run --once`: tick, every due job, drain the
+    /// outbox) on the process's runtime; the handle ends when it does.
+    pub fn spawn_pass(
+        &self,
+    ) -> tokio::task::JoinHandle<Result<plansync::worker::PassReport, plansync::worker::WorkerError>>
+    {
+        let worker = self.parts().worker.clone();
+        let relay = self.parts().relay.clone();
+        self.runtime().spawn(async move {
+            let report = worker.run_once().await?;
+            // As `run --once`: Redis trouble leaves the backlog for later.
+            let _ = relay.lock().await.drain().await;
+            Ok(report)
+        })
+    }
+
+    /// One pass, to its end.
+    pub async fn pass(&self) -> Result<plansync::worker::PassReport, PassError> {
+        match self.spawn_pass().await {
+            Ok(Ok(report)) => Ok(report),
+            Ok(Err(err)) => Err(PassError::Worker(err)),
+            Err(_) => Err(PassError::Killed),
+        }
+    }
+
+    /// Runs the long-lived worker (`plansync run` without its HTTP side):
+    /// the claim loop and the relay, until `stop` is cancelled.
+    pub fn spawn_run(&self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let parts = self.parts();
+        let worker = parts.worker.clone();
+        let relay = plansync::deltas::relay::Relay::new(
+            parts.pool.clone(),
+            parts.redis.clone(),
+            fast_relay_settings(),
+        )
+        .expect("a relay");
+        self.runtime().spawn(async move {
+            let relay_stop = CancellationToken::new();
+            let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
+            let _ = worker.run(stop).await;
+            relay_stop.cancel();
+            let _ = relay_task.await;
+        })
+    }
+
+    /// `kill -9`: see the type's doc.
+    pub fn kill(mut self) {
+        self.shutdown_now();
+    }
+
+    fn shutdown_now(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+        // Only now, with no task left to use them: the pool's idle
+        // connections close (an abandoned transaction rolls back).
+        self.parts.take();
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.shutdown_now();
+    }
+}
+
+fn fast_relay_settings() -> plansync::deltas::relay::RelaySettings {
+    plansync::deltas::relay::RelaySettings {
+        idle_poll: Duration::from_millis(100),
+        ..plansync::deltas::relay::RelaySettings::default()
+    }
+}
+
+impl ProcessParts {
+    async fn build(env: &Env, worker_id: String, pool_size: u32) -> ProcessParts {
+        use plansync::config::{
+            GoogleSettings, QueueSettings, RedisSettings, SyncSettings, WorkerSettings,
+        };
+        let db = DatabaseSettings::from_env(env).expect("database settings");
+        let google = GoogleSettings::from_env(env).expect("Google settings");
+        let cipher = plansync::config::token_cipher(env).expect("token key");
+        let redis = RedisSettings::from_env(env).expect("Redis settings");
+        let sync = SyncSettings::from_env(env).expect("sync settings");
+        let queue = QueueSettings::from_env(env).expect("queue settings");
+        let settings = WorkerSettings::from_env(env).expect("worker settings");
+        let pool = plansync::store::connect(&db, pool_size)
+            .await
+            .expect("the worker's pool");
+        let mut config = plansync::worker::WorkerConfig::new(&settings, &sync, &queue);
+        config.worker_id = worker_id;
+        let google = plansync::google::GoogleClient::new(&google).expect("a Google client");
+        let deps = plansync::sync::SyncDeps::new(google, cipher, sync);
+        let worker = plansync::worker::Worker::new(
+            pool.clone(),
+            config,
+            plansync::worker::SyncJobs::new(deps),
+        );
+        let relay =
+            plansync::deltas::relay::Relay::new(pool.clone(), redis.clone(), fast_relay_settings())
+                .expect("a relay");
+        ProcessParts {
+            worker,
+            relay: std::sync::Arc::new(tokio::sync::Mutex::new(relay)),
+            pool,
+            redis,
+        }
     }
 }

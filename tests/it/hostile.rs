@@ -379,9 +379,9 @@ async fn every_job_ends_even_when_google_repeats_a_page_token() {
     // More pages than PLANSYNC_MAX_PAGES fail the same way.
     app.google.set_page_cap(Some(1));
     resync(&app, 1, true).await;
-    let mut cmd = app.command();
-    cmd.env("PLANSYNC_MAX_PAGES", "2");
-    let out = crate::harness::run_command(cmd, &["run", "--once"], "").await;
+    let out = app
+        .run_with(&[("PLANSYNC_MAX_PAGES", Some("2"))], &["run", "--once"], "")
+        .await;
     assert!(out.status.success(), "{}", stderr(&out));
     let c = connection_status(&app.status().await, id);
     assert!(
@@ -518,9 +518,13 @@ async fn a_failing_connection_backs_off_as_a_whole_and_dead_jobs_are_bounded() {
         .execute(&app.app.pool)
         .await
         .unwrap();
-    let mut cmd = app.command();
-    cmd.env("PLANSYNC_POLL_INTERVAL_SECS", "1");
-    let out = crate::harness::run_command(cmd, &["run", "--once"], "").await;
+    let out = app
+        .run_with(
+            &[("PLANSYNC_POLL_INTERVAL_SECS", Some("1"))],
+            &["run", "--once"],
+            "",
+        )
+        .await;
     assert!(out.status.success());
     assert_eq!(pulls().await, after_first, "no new pull while backing off");
     let backoff: bool =
@@ -600,17 +604,23 @@ async fn outside_numbers_are_bounded_and_bad_settings_named() {
         ("PLANSYNC_MAX_PAGES", "0"),
         ("PLANSYNC_CONCURRENCY", "100000"),
     ] {
-        let mut cmd = app.command();
-        cmd.env(var, value);
-        let out = crate::harness::run_command(cmd, &["run", "--once"], "").await;
+        let out = app
+            .run_with(&[(var, Some(value))], &["run", "--once"], "")
+            .await;
         assert_eq!(out.status.code(), Some(1), "{var}={value}");
         assert!(stderr(&out).contains(var), "{var}: {}", stderr(&out));
     }
     // The settings tests rely on stay legal.
-    let mut cmd = app.command();
-    cmd.env("PLANSYNC_LEASE_SECS", "1")
-        .env("PLANSYNC_RETRY_BASE_SECS", "0");
-    let out = crate::harness::run_command(cmd, &["run", "--once"], "").await;
+    let out = app
+        .run_with(
+            &[
+                ("PLANSYNC_LEASE_SECS", Some("1")),
+                ("PLANSYNC_RETRY_BASE_SECS", Some("0")),
+            ],
+            &["run", "--once"],
+            "",
+        )
+        .await;
     assert!(out.status.success(), "{}", stderr(&out));
 
     // connect reads at most 8 KiB of stdin.
@@ -673,7 +683,10 @@ async fn host_rows_that_cannot_be_sent_are_parked_and_pulls_go_on() {
     insert("fine", &at(3, 10), &at(3, 11), false).await;
     app.run_once().await;
 
-    let events = app.google.list_events("primary").unwrap();
+    let events = app
+        .google
+        .list_events("primary", "singleEvents=true")
+        .unwrap();
     let names: Vec<&str> = events
         .iter()
         .filter_map(|e| e["summary"].as_str())
@@ -735,7 +748,7 @@ async fn host_rows_that_cannot_be_sent_are_parked_and_pulls_go_on() {
     app.run_once().await;
     let names: Vec<String> = app
         .google
-        .list_events("primary")
+        .list_events("primary", "singleEvents=true")
         .unwrap()
         .iter()
         .filter_map(|e| e["summary"].as_str().map(str::to_owned))
@@ -756,23 +769,26 @@ async fn host_rows_that_cannot_be_sent_are_parked_and_pulls_go_on() {
 async fn the_wrong_token_key_is_refused_before_work_and_snoozes_a_job() {
     let (app, id, _deltas) = synced().await;
     let wrong = plansync::crypto::TokenCipher::generate_key();
-    let mut cmd = app.command();
-    cmd.env("PLANSYNC_TOKEN_KEY", &wrong);
-    let out = crate::harness::run_command(cmd, &["run", "--once"], "").await;
+    let out = app
+        .run_with(
+            &[("PLANSYNC_TOKEN_KEY", Some(&wrong))],
+            &["run", "--once"],
+            "",
+        )
+        .await;
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("PLANSYNC_TOKEN_KEY"),
         "{}",
         stderr(&out)
     );
-    let mut cmd = app.command();
-    cmd.env("PLANSYNC_TOKEN_KEY", &wrong);
-    let out = crate::harness::run_command(
-        cmd,
-        &["connect", "--user", "1", "--calendar", "second"],
-        "tok\n",
-    )
-    .await;
+    let out = app
+        .run_with(
+            &[("PLANSYNC_TOKEN_KEY", Some(&wrong))],
+            &["connect", "--user", "1", "--calendar", "second"],
+            "tok\n",
+        )
+        .await;
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("PLANSYNC_TOKEN_KEY"),

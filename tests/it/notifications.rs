@@ -289,8 +289,10 @@ async fn an_edit_in_google_reaches_a_subscriber_through_a_notification() {
         channel.expiration
     );
     let text = app.run(&["status"], "").await;
+    // The CHANNEL column: a week (Google's default grant) left.
     assert!(
-        crate::harness::stdout(&text).contains("notification channel: live until"),
+        crate::harness::stdout(&text).contains("live, 6d left")
+            || crate::harness::stdout(&text).contains("live, 7d left"),
         "{}",
         crate::harness::stdout(&text)
     );
@@ -324,7 +326,7 @@ async fn an_edit_in_google_reaches_a_subscriber_through_a_notification() {
         "{metrics}"
     );
     eventually(WAIT, "the live-channel gauge", || async {
-        (metric(&run.metrics().await, "plansync_channels_live") == 1.0).then_some(())
+        (metric(&run.metrics().await, "plansync_notification_channels_live") == 1.0).then_some(())
     })
     .await;
     let webhook = format!("http://{}/google/notifications", run.addr);
@@ -668,7 +670,7 @@ async fn a_replica_killed_while_opening_a_channel_leaves_one_live_channel_after_
     // Google opens the channel at once but answers only after a minute.
     app.google.inject_fault(
         Operation::Watch,
-        Fault::SlowAnswer {
+        Fault::DelayResponse {
             millis: Duration::from_secs(60),
         },
         1,

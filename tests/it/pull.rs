@@ -776,3 +776,83 @@ async fn a_host_edit_committing_while_a_page_is_reconciled_is_never_overwritten_
     assert_eq!(winner, "local");
     assert_eq!(losing["summary"], "remote edit");
 }
+
+/// A pull listing while the calendar is disconnected (found by the
+/// convergence test, seed 3011 at 150 steps): its page must not overwrite a
+/// host edit made after the disconnect, which no push job records; the
+/// re-connect pushes that edit.
+#[tokio::test]
+async fn a_pull_that_outlives_a_disconnect_leaves_edits_made_since_to_the_reconnect() {
+    use plansync::ids::ConnectionId;
+    let app = SyncApp::spawn().await;
+    let connection = app.connect(1, "primary", &[]).await;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO appointments (user_id, summary, start_at, end_at) \
+         VALUES (1, 'host v1', now() + interval '2 days', now() + interval '2 days 1 hour') \
+         RETURNING id",
+    )
+    .fetch_one(&app.app.pool)
+    .await
+    .unwrap();
+    app.pass().await;
+    let event: String =
+        sqlx::query_scalar("SELECT event_id FROM plansync.links WHERE appointment_id = $1")
+            .bind(id)
+            .fetch_one(&app.app.pool)
+            .await
+            .unwrap();
+
+    // Google's edit, which the slow pull below will carry.
+    app.google
+        .patch_event("primary", &event, json!({"summary": "google v2"}))
+        .unwrap();
+    app.google.inject_fault(
+        Operation::List,
+        Fault::Delay {
+            millis: std::time::Duration::from_millis(1500),
+        },
+        1,
+    );
+    let out = app.run(&["resync", "--user", "1"], "").await;
+    assert!(out.status.success(), "resync: {}", stderr(&out));
+    app.google.clear_requests();
+    let worker = crate::harness::WorkerProcess::start(app.worker_env(&[]), "slow", 4).await;
+    let pass = worker.spawn_pass();
+    // The pull checked the connection before it asked for a token; the token
+    // request answered means the (slowed) list is on its way.
+    crate::harness::eventually(
+        std::time::Duration::from_secs(10),
+        "the pull's token request",
+        || async {
+            app.google
+                .requests()
+                .iter()
+                .any(|r| r.operation == Operation::Token)
+                .then_some(())
+        },
+    )
+    .await;
+    plansync::store::connections::disconnect(&app.app.pool, ConnectionId(connection))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE appointments SET summary = 'host v3, offline' WHERE id = $1")
+        .bind(id)
+        .execute(&app.app.pool)
+        .await
+        .unwrap();
+    pass.await.unwrap().unwrap();
+
+    app.connect(1, "primary", &[]).await;
+    app.pass().await;
+    let summary: String = sqlx::query_scalar("SELECT summary FROM appointments WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.app.pool)
+        .await
+        .unwrap();
+    assert_eq!(summary, "host v3, offline", "the newer host edit stands");
+    assert_eq!(
+        app.google.get_event("primary", &event).unwrap()["summary"],
+        "host v3, offline",
+        "and reached Google"
+    );
+}

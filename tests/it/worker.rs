@@ -482,7 +482,7 @@ async fn run_serves_health_and_metrics_and_exits_zero_on_sigterm() {
     // The connect's full sync is claimed and (Google being unreachable) dies.
     let mut metrics = String::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !metrics.contains("plansync_jobs_dead_total") {
+    while !metrics.contains("plansync_jobs_total{kind=\"full_resync\",outcome=\"dead\"} 1") {
         assert!(Instant::now() < deadline, "no job metrics: {metrics}");
         tokio::time::sleep(Duration::from_millis(50)).await;
         metrics = http_get(&addr, "/metrics").await.1;
@@ -718,4 +718,33 @@ async fn sigterm_during_a_long_google_call_exits_zero_within_the_grace_and_relea
     assert_eq!(state, "queued", "released back to the queue");
     assert!(token.is_none(), "no lease left behind");
     assert_eq!(attempts, 0, "a release spends no attempt");
+}
+
+#[tokio::test]
+async fn a_heartbeat_after_the_job_completed_does_not_turn_its_success_into_a_lost_lease() {
+    let app = TestApp::spawn().await;
+    app.add_user(1).await;
+    let conn = add_connection(&app, 1, "primary", "default").await;
+    // A 1 s lease: a heartbeat every third of a second.
+    let settings = queue_settings(8, 60, 1);
+    let queue = Queue::new(app.pool.clone(), settings.clone());
+    let id = queue
+        .enqueue(JobKind::Pull, conn, None, false)
+        .await
+        .unwrap();
+    // The handler completes the job, then takes a while to return (closing
+    // what it used): a heartbeat runs in between and finds no lease, because
+    // the completion cleared it.
+    let worker = Worker::new(
+        app.pool.clone(),
+        worker_config("default", settings),
+        FnHandler(|ctx: JobContext, job: Job| async move {
+            let done = job.complete(&ctx.pool).await?;
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            Ok(done)
+        }),
+    );
+    let pass = worker.run_once().await.unwrap();
+    assert_eq!((pass.ran, pass.succeeded, pass.failed), (1, 1, 0));
+    assert_eq!(job_state(&app, id).await.state, "succeeded");
 }
