@@ -347,11 +347,19 @@ impl RedisSettings {
 }
 
 /// The OAuth client and the Google endpoints.
+///
+/// The OAuth client is needed only for refresh-token connections, so
+/// `GOOGLE_CLIENT_ID`/`GOOGLE_CLIENT_SECRET` may be unset (empty here); `run`
+/// demands them while such connections exist
+/// ([`GoogleSettings::require_oauth_client`]), as it demands
+/// [`service_account_key`] while delegated ones do.
 #[derive(Clone)]
 pub struct GoogleSettings {
     pub calendar_base_url: String,
     pub token_url: String,
+    /// Empty when unset.
     pub client_id: String,
+    /// Empty when unset.
     pub client_secret: SecretString,
 }
 
@@ -383,15 +391,51 @@ impl GoogleSettings {
         Ok(GoogleSettings {
             calendar_base_url,
             token_url,
-            client_id: env
-                .required("GOOGLE_CLIENT_ID", "the OAuth client id")?
-                .to_owned(),
-            client_secret: SecretString::from(
-                env.required("GOOGLE_CLIENT_SECRET", "the OAuth client secret")?
-                    .to_owned(),
-            ),
+            client_id: env.string_or("GOOGLE_CLIENT_ID", ""),
+            client_secret: SecretString::from(env.string_or("GOOGLE_CLIENT_SECRET", "")),
         })
     }
+
+    /// Whether the OAuth client is configured.
+    pub fn has_oauth_client(&self) -> bool {
+        !self.client_id.is_empty() && !self.client_secret.expose_secret().is_empty()
+    }
+
+    /// Fails, naming the variable, unless the OAuth client refresh-token
+    /// connections need is configured.
+    pub fn require_oauth_client(&self) -> Result<(), ConfigError> {
+        const MEANING: &str = "the OAuth client, needed while refresh-token connections exist";
+        if self.client_id.is_empty() {
+            return Err(ConfigError::Missing {
+                var: "GOOGLE_CLIENT_ID",
+                meaning: MEANING,
+            });
+        }
+        if self.client_secret.expose_secret().is_empty() {
+            return Err(ConfigError::Missing {
+                var: "GOOGLE_CLIENT_SECRET",
+                meaning: MEANING,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// `GOOGLE_SERVICE_ACCOUNT_KEY`: the path of the service-account key file
+/// delegated connections authenticate with. Only the path is a setting; the
+/// file is read by `run` and its content kept nowhere else.
+pub fn service_account_key(env: &Env) -> Option<std::path::PathBuf> {
+    env.raw("GOOGLE_SERVICE_ACCOUNT_KEY")
+        .map(std::path::PathBuf::from)
+}
+
+/// Fails, naming the variable, when delegated connections exist but no key
+/// file is configured.
+pub fn require_service_account_key(env: &Env) -> Result<std::path::PathBuf, ConfigError> {
+    service_account_key(env).ok_or(ConfigError::Missing {
+        var: "GOOGLE_SERVICE_ACCOUNT_KEY",
+        meaning: "the service-account key file, needed while delegated connections exist",
+    })
 }
 
 fn check_http_url(var: &'static str, value: &str) -> Result<(), ConfigError> {
@@ -522,6 +566,43 @@ impl SyncSettings {
     }
 }
 
+/// Google's request budget, shared by every worker of every region using the
+/// same OAuth client (see [`crate::quota`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QuotaSettings {
+    /// Requests per minute for the whole project (`PLANSYNC_GOOGLE_QPM`).
+    pub project_per_min: u32,
+    /// Requests per minute per connection (`PLANSYNC_GOOGLE_USER_QPM`).
+    pub user_per_min: u32,
+    /// The share of the project budget polling may use
+    /// (`PLANSYNC_GOOGLE_POLL_SHARE`); intervals stretch beyond it.
+    pub poll_share: f64,
+}
+
+impl Default for QuotaSettings {
+    fn default() -> Self {
+        QuotaSettings::from_env(&Env::default()).expect("the defaults are valid")
+    }
+}
+
+impl QuotaSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let poll_share: f64 = env.ranged("PLANSYNC_GOOGLE_POLL_SHARE", 0.5, 0.01, 1.0)?;
+        // NaN passes every comparison of `ranged`: refuse it by name.
+        if !poll_share.is_finite() {
+            return Err(ConfigError::Invalid {
+                var: "PLANSYNC_GOOGLE_POLL_SHARE",
+                reason: "must be a number from 0.01 to 1".to_owned(),
+            });
+        }
+        Ok(QuotaSettings {
+            project_per_min: env.ranged("PLANSYNC_GOOGLE_QPM", 9_000, 1, 100_000_000)?,
+            user_per_min: env.ranged("PLANSYNC_GOOGLE_USER_QPM", 500, 1, 1_000_000)?,
+            poll_share,
+        })
+    }
+}
+
 /// The runtime of `plansync run`.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -611,10 +692,16 @@ mod tests {
         let err = token_cipher(&Env::default()).unwrap_err().to_string();
         assert!(err.starts_with("PLANSYNC_TOKEN_KEY is not set"), "{err}");
 
-        let err = GoogleSettings::from_env(&Env::default())
+        let google = GoogleSettings::from_env(&Env::default()).unwrap();
+        let err = google.require_oauth_client().unwrap_err().to_string();
+        assert!(err.starts_with("GOOGLE_CLIENT_ID is not set"), "{err}");
+        let err = require_service_account_key(&Env::default())
             .unwrap_err()
             .to_string();
-        assert!(err.starts_with("GOOGLE_CLIENT_ID is not set"), "{err}");
+        assert!(
+            err.starts_with("GOOGLE_SERVICE_ACCOUNT_KEY is not set"),
+            "{err}"
+        );
 
         let env = Env::from_pairs([("PLANSYNC_DELTA_MODE", "xml")]);
         let err = RedisSettings::from_env(&env).unwrap_err().to_string();
@@ -657,6 +744,38 @@ mod tests {
         assert_eq!(max_deltas_per_message(&Env::default()).unwrap(), 100);
         let zero = Env::from_pairs([("PLANSYNC_MAX_DELTAS_PER_MESSAGE", "0")]);
         assert!(max_deltas_per_message(&zero).is_err());
+    }
+
+    #[test]
+    fn quota_settings_have_defaults_and_ranges() {
+        let q = QuotaSettings::from_env(&Env::default()).unwrap();
+        assert_eq!((q.project_per_min, q.user_per_min), (9_000, 500));
+        assert_eq!(q.poll_share, 0.5);
+        for (var, bad) in [
+            ("PLANSYNC_GOOGLE_QPM", "0"),
+            ("PLANSYNC_GOOGLE_QPM", "-5"),
+            ("PLANSYNC_GOOGLE_USER_QPM", "0"),
+            ("PLANSYNC_GOOGLE_USER_QPM", "99999999999"),
+            ("PLANSYNC_GOOGLE_POLL_SHARE", "0"),
+            ("PLANSYNC_GOOGLE_POLL_SHARE", "1.5"),
+            ("PLANSYNC_GOOGLE_POLL_SHARE", "NaN"),
+            ("PLANSYNC_GOOGLE_POLL_SHARE", "inf"),
+        ] {
+            let err = QuotaSettings::from_env(&Env::from_pairs([(var, bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(&format!("{var} is invalid")), "{err}");
+        }
+        let env = Env::from_pairs([
+            ("PLANSYNC_GOOGLE_QPM", "120"),
+            ("PLANSYNC_GOOGLE_USER_QPM", "30"),
+            ("PLANSYNC_GOOGLE_POLL_SHARE", "0.25"),
+        ]);
+        let q = QuotaSettings::from_env(&env).unwrap();
+        assert_eq!(
+            (q.project_per_min, q.user_per_min, q.poll_share),
+            (120, 30, 0.25)
+        );
     }
 
     #[test]

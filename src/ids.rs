@@ -103,6 +103,11 @@ string_id!(
     /// A Google etag, as sent in `If-Match`.
     Etag
 );
+string_id!(
+    /// The Workspace member (e-mail address) a delegated connection acts as:
+    /// the `sub` of the service account's signed assertion.
+    Subject
+);
 
 /// A user's OAuth refresh token. Stored only encrypted (see [`crate::crypto`]).
 #[derive(Clone)]

@@ -16,6 +16,7 @@ pub mod google;
 pub mod ids;
 pub mod model;
 pub mod queue;
+pub mod quota;
 pub mod status;
 pub mod store;
 pub mod sync;

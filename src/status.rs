@@ -10,7 +10,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use crate::deltas::timestamp;
-use crate::ids::{CalendarId, ConnectionId, JobId, UserId};
+use crate::ids::{CalendarId, ConnectionId, JobId, Subject, UserId};
 use crate::store::{self, StoreError};
 
 #[derive(Debug, Clone, Serialize)]
@@ -19,6 +19,53 @@ pub struct StatusReport {
     pub connections: Vec<ConnectionStatus>,
     pub queue: QueueStatus,
     pub outbox: OutboxStatus,
+    /// Google's request budget and the polling it leaves room for; `null`
+    /// until [`QuotaStatus::load`] fills it (the `status` command does).
+    pub quota: Option<QuotaStatus>,
+}
+
+/// `quota`: the project budget (`PLANSYNC_GOOGLE_QPM`), what the live
+/// workers sent in their last minute (from their heartbeats), and the
+/// polling interval the scheduler keeps — `PLANSYNC_POLL_INTERVAL_SECS`, or
+/// longer when the connections would not fit in the poll share of the budget.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaStatus {
+    pub budget_per_min: u32,
+    pub used_per_min: i64,
+    pub poll_interval_secs: u64,
+    /// The configured interval, for comparison (an extension).
+    pub configured_poll_interval_secs: u64,
+    /// Connections the scheduler polls, in every region (an extension).
+    pub polled_connections: i64,
+    /// Workers with a heartbeat in the last 30 s (an extension).
+    pub live_workers: i64,
+}
+
+impl QuotaStatus {
+    pub async fn load(
+        pool: &PgPool,
+        settings: &crate::config::QuotaSettings,
+        poll_interval: std::time::Duration,
+    ) -> Result<Self, StoreError> {
+        let connections = store::jobs::pollable_connections(pool).await?;
+        let (used, live) = store::workers::fleet_usage(pool).await?;
+        let base = poll_interval.max(std::time::Duration::from_secs(1));
+        Ok(QuotaStatus {
+            budget_per_min: settings.project_per_min,
+            used_per_min: used,
+            poll_interval_secs: crate::quota::effective_poll_interval(base, connections, settings)
+                .as_secs(),
+            configured_poll_interval_secs: base.as_secs(),
+            polled_connections: connections,
+            live_workers: live,
+        })
+    }
+
+    /// Whether polling had to stretch beyond the configured interval.
+    pub fn stretched(&self) -> bool {
+        self.poll_interval_secs > self.configured_poll_interval_secs
+    }
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -45,6 +92,10 @@ pub struct ConnectionStatus {
     /// without one (polling at `PLANSYNC_POLL_INTERVAL_SECS` then).
     #[serde(with = "timestamp::option")]
     pub channel_expires_at: Option<DateTime<Utc>>,
+    /// How the connection authenticates: `refresh_token` or `delegated`.
+    pub auth: String,
+    /// The Workspace member a delegated connection acts as; `null` otherwise.
+    pub subject: Option<Subject>,
     /// Since when the connection's jobs have been failing; `null` when its
     /// last pull succeeded.
     #[serde(with = "timestamp::option")]
@@ -143,6 +194,7 @@ impl StatusReport {
             connections: store::status::connections(pool, user).await?,
             queue: QueueStatus::load(pool, user).await?,
             outbox: OutboxStatus::load(pool, user).await?,
+            quota: None,
         })
     }
 
@@ -163,6 +215,7 @@ impl StatusReport {
                 "USER",
                 "CALENDAR",
                 "STATE",
+                "AUTH",
                 "LAST PULL",
                 "TOKEN AGE",
                 "REAUTH",
@@ -190,6 +243,10 @@ impl StatusReport {
                     c.user_id.to_string(),
                     clip(c.calendar_id.as_str(), 40),
                     state.join(","),
+                    match &c.subject {
+                        Some(subject) => format!("delegated as {subject}"),
+                        None => c.auth.clone(),
+                    },
                     c.last_pull_at.map_or("never".to_owned(), |t| ago(now, t)),
                     c.sync_token_at.map_or("-".to_owned(), |t| age(now, t)),
                     yes_no(c.needs_reauth),
@@ -282,6 +339,21 @@ impl StatusReport {
             "outbox: {} unpublished, oldest {:.1}s",
             self.outbox.backlog, self.outbox.oldest_age_secs
         );
+        if let Some(q) = &self.quota {
+            let _ = writeln!(
+                out,
+                "google quota: {} of {} requests/min used by {} live workers; polling every {}s",
+                q.used_per_min, q.budget_per_min, q.live_workers, q.poll_interval_secs
+            );
+            if q.stretched() {
+                let _ = writeln!(
+                    out,
+                    "  polling STRETCHED from {}s: {} connections do not fit in \
+                     PLANSYNC_GOOGLE_POLL_SHARE of the budget",
+                    q.configured_poll_interval_secs, q.polled_connections
+                );
+            }
+        }
         out
     }
 }
@@ -408,6 +480,8 @@ mod tests {
                 channel_expires_at: None,
                 skipped_events: sqlx::types::Json(serde_json::json!([])),
                 parked_pushes: sqlx::types::Json(serde_json::json!([])),
+                auth: "refresh_token".to_owned(),
+                subject: None,
             }],
             queue: QueueStatus {
                 depth: 4,
@@ -429,6 +503,7 @@ mod tests {
                 dead_total: 1,
             },
             outbox: OutboxStatus::default(),
+            quota: None,
         };
         let text = report.to_text_at(now);
         let lines: Vec<&str> = text.lines().collect();

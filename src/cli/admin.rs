@@ -5,10 +5,13 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use plansync::config::{self, DatabaseSettings, Env};
-use plansync::ids::{CalendarId, ConnectionId, RefreshToken, UserId};
+use plansync::ids::{CalendarId, ConnectionId, RefreshToken, Subject, UserId};
 use plansync::status::StatusReport;
 use plansync::store::key_check::KeyCheck;
-use plansync::store::{self, connections::NewConnection};
+use plansync::store::{
+    self,
+    connections::{ConnectionAuth, NewConnection},
+};
 
 #[derive(Debug, clap::Args)]
 pub struct ConnectArgs {
@@ -24,6 +27,27 @@ pub struct ConnectArgs {
     /// The region whose workers sync it (default: PLANSYNC_REGION).
     #[arg(long, value_parser = non_empty)]
     region: Option<String>,
+    /// A delegated connection: act as this Workspace member (e-mail) through
+    /// the service account of GOOGLE_SERVICE_ACCOUNT_KEY. stdin is not read.
+    #[arg(long, value_name = "EMAIL", value_parser = member_address)]
+    impersonate: Option<Subject>,
+}
+
+/// A Workspace member's address: `local@domain`, no spaces. Google decides
+/// whether the member exists; this only catches what cannot be one.
+fn member_address(s: &str) -> Result<Subject, String> {
+    let s = non_empty(s)?;
+    match s.split_once('@') {
+        Some((local, domain))
+            if !local.is_empty()
+                && !domain.is_empty()
+                && !domain.contains('@')
+                && !s.chars().any(char::is_whitespace) =>
+        {
+            Ok(Subject::new(s))
+        }
+        _ => Err(format!("{s:?} is not an e-mail address")),
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -78,17 +102,32 @@ pub async fn migrate(env: &Env) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn connect(env: &Env, args: ConnectArgs) -> anyhow::Result<ExitCode> {
-    // Validate settings before reading stdin, so a misconfigured command does
-    // not swallow the token first.
-    let cipher = config::token_cipher(env)?;
     let default_region = config::region(env)?;
-    let token = read_refresh_token()?;
+    let (auth, cipher) = match &args.impersonate {
+        // Nothing secret to store, so neither stdin nor the token key.
+        Some(subject) => (
+            ConnectionAuth::Delegated {
+                subject: subject.clone(),
+            },
+            None,
+        ),
+        None => {
+            // Validate settings before reading stdin, so a misconfigured
+            // command does not swallow the token first.
+            let cipher = config::token_cipher(env)?;
+            let token = read_refresh_token()?;
+            let encrypted = cipher.encrypt(args.user, &args.calendar, &token);
+            (ConnectionAuth::RefreshToken { encrypted }, Some(cipher))
+        }
+    };
     let pool = pool(env).await?;
-    if store::key_check::verify(&pool, &cipher).await? == KeyCheck::Mismatch {
-        bail!(
-            "PLANSYNC_TOKEN_KEY is not the key the stored refresh tokens were encrypted with: \
-             refusing to store a token no worker could read"
-        );
+    if let Some(cipher) = &cipher {
+        if store::key_check::verify(&pool, cipher).await? == KeyCheck::Mismatch {
+            bail!(
+                "PLANSYNC_TOKEN_KEY is not the key the stored refresh tokens were encrypted with: \
+                 refusing to store a token no worker could read"
+            );
+        }
     }
     let outcome = store::connections::connect(
         &pool,
@@ -98,7 +137,7 @@ pub async fn connect(env: &Env, args: ConnectArgs) -> anyhow::Result<ExitCode> {
             region: args.region.as_deref(),
             default_region: &default_region,
             push_target: args.push_target,
-            refresh_token_enc: cipher.encrypt(args.user, &args.calendar, &token),
+            auth,
         },
     )
     .await?;
@@ -106,6 +145,7 @@ pub async fn connect(env: &Env, args: ConnectArgs) -> anyhow::Result<ExitCode> {
         connection = %outcome.id,
         user = %args.user,
         calendar = %args.calendar,
+        delegated_as = args.impersonate.as_ref().map(tracing::field::display),
         created = outcome.created,
         "connection registered"
     );
@@ -151,7 +191,11 @@ pub async fn disconnect(env: &Env, args: DisconnectArgs) -> anyhow::Result<ExitC
 
 pub async fn status(env: &Env, args: StatusArgs) -> anyhow::Result<ExitCode> {
     let pool = pool(env).await?;
-    let report = StatusReport::load(&pool, args.user).await?;
+    let mut report = StatusReport::load(&pool, args.user).await?;
+    let quota = plansync::config::QuotaSettings::from_env(env)?;
+    let sync = plansync::config::SyncSettings::from_env(env)?;
+    report.quota =
+        Some(plansync::status::QuotaStatus::load(&pool, &quota, sync.poll_interval).await?);
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

@@ -27,7 +27,8 @@ struct Cli {
 enum Command {
     /// Create the database when it does not exist, then apply migrations.
     Migrate,
-    /// Register a calendar connection (refresh token: first line of stdin).
+    /// Register a calendar connection (refresh token: first line of stdin; or
+    /// --impersonate EMAIL for Workspace domain-wide delegation).
     Connect(admin::ConnectArgs),
     /// Stop syncing a connection and forget its token (its notification
     /// channel is stopped by a job first).

@@ -1,17 +1,19 @@
 //! `run`, `run --once`, `resync`, `jobs retry --dead`.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use plansync::config::{
-    self, DatabaseSettings, Env, GoogleSettings, QueueSettings, RedisSettings, SyncSettings,
-    WorkerSettings,
+    self, DatabaseSettings, Env, GoogleSettings, QueueSettings, QuotaSettings, RedisSettings,
+    SyncSettings, WorkerSettings,
 };
 use plansync::deltas::relay::{Relay, RelaySettings};
 use plansync::google::GoogleClient;
 use plansync::ids::{CalendarId, JobId, UserId};
 use plansync::queue::{JobKind, Queue};
+use plansync::quota::Quota;
 use plansync::store;
 use plansync::store::key_check::KeyCheck;
 use plansync::sync::SyncDeps;
@@ -80,6 +82,7 @@ pub async fn run(env: &Env, args: RunArgs) -> anyhow::Result<ExitCode> {
     let sync = SyncSettings::from_env(env)?;
     let queue = QueueSettings::from_env(env)?;
     let settings = WorkerSettings::from_env(env)?;
+    let quota_settings = QuotaSettings::from_env(env)?;
     config::log_format(env)?;
 
     let target = db.url.redacted();
@@ -100,10 +103,16 @@ pub async fn run(env: &Env, args: RunArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let config = WorkerConfig::new(&settings, &sync, &queue);
-    let google = GoogleClient::new(&google).context("building the Google client")?;
+    // One budget for every Google call of this process, shared with the
+    // fleet through Redis (keyed by the prefix and the OAuth client).
+    let quota = Quota::new(quota_settings, &redis, &google.client_id)
+        .context("configuring the Google budget")?;
+    let google = google_client(env, &pool, &google, &settings.region)
+        .await?
+        .with_budget(Arc::new(quota.clone()));
     let deps =
         SyncDeps::new(google, cipher, sync.clone()).with_webhook_url(settings.webhook_url.clone());
-    let worker = Worker::new(pool.clone(), config, SyncJobs::new(deps));
+    let worker = Worker::new(pool.clone(), config, SyncJobs::new(deps)).with_quota(quota);
     let relay_settings = RelaySettings {
         retention: outbox_retention,
         max_deltas_per_message,
@@ -137,6 +146,7 @@ pub async fn run(env: &Env, args: RunArgs) -> anyhow::Result<ExitCode> {
     }
 
     let metrics = worker::metric::install().context("installing the metrics recorder")?;
+    plansync::quota::metric::describe();
     let listener = tokio::net::TcpListener::bind(settings.http_addr)
         .await
         .with_context(|| format!("binding {}", settings.http_addr))?;
@@ -173,6 +183,37 @@ pub async fn run(env: &Env, args: RunArgs) -> anyhow::Result<ExitCode> {
         Err(err) => tracing::warn!(error = %err, "HTTP server task failed"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The Google client, with exactly the credentials the region's active
+/// connections need: the OAuth client while refresh-token connections exist,
+/// the service-account key while delegated ones do (a key file that is named
+/// is always loaded, so a broken one is found now, not by the first job).
+async fn google_client(
+    env: &Env,
+    pool: &sqlx::PgPool,
+    settings: &GoogleSettings,
+    region: &str,
+) -> anyhow::Result<GoogleClient> {
+    let (refresh_tokens, delegated) = store::connections::auth_kinds_in_use(pool, region).await?;
+    if refresh_tokens {
+        settings.require_oauth_client()?;
+    }
+    if delegated {
+        config::require_service_account_key(env)?;
+    }
+    let mut google = GoogleClient::new(settings).context("building the Google client")?;
+    if let Some(key_file) = config::service_account_key(env) {
+        google = google.with_service_account(&key_file).await?;
+        if let Some(account) = google.service_account() {
+            tracing::info!(
+                service_account = account.client_email(),
+                token_uri = account.token_uri(),
+                "service-account key loaded for delegated connections"
+            );
+        }
+    }
+    Ok(google)
 }
 
 async fn shutdown_on_signal(shutdown: CancellationToken) {

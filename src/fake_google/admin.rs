@@ -42,6 +42,15 @@ struct RefreshTokenRequest {
 }
 
 #[derive(Deserialize)]
+struct DelegationRequest {
+    subject: String,
+    allowed: bool,
+    /// Only this service account (default: every one).
+    #[serde(default)]
+    client_email: Option<String>,
+}
+
+#[derive(Deserialize)]
 struct PageCapRequest {
     page_cap: Option<usize>,
 }
@@ -158,6 +167,18 @@ async fn route(
                 StatusCode::OK,
                 json!({"ok": true, "known": known}),
             ))
+        }
+        (&Method::POST, ["delegation"]) => {
+            let req: DelegationRequest = parse(bytes)?;
+            let matched = shared.lock().oauth.set_delegation(
+                req.client_email.as_deref(),
+                &req.subject,
+                req.allowed,
+            );
+            if !matched {
+                return Err(ApiError::invalid("no such service account"));
+            }
+            Ok(ok())
         }
         (&Method::POST, ["access-tokens", "expire"]) => {
             shared.lock().oauth.expire_all();

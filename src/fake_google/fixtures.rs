@@ -10,13 +10,27 @@ use serde_json::Value;
 use super::state::Calendars;
 use super::FakeGoogleError;
 
-/// `oauth.json`: the OAuth client and the refresh tokens the emulator accepts.
+/// `oauth.json`: the OAuth client, the refresh tokens the emulator accepts and
+/// the service accounts it knows.
 #[derive(Debug, Clone, Deserialize)]
 pub(crate) struct OAuthFile {
     pub client_id: String,
     pub client_secret: String,
     #[serde(default)]
     pub refresh_tokens: Vec<String>,
+    /// Service accounts with domain-wide delegation (JWT-bearer grants).
+    #[serde(default)]
+    pub service_accounts: Vec<ServiceAccountFile>,
+}
+
+/// One service account: its public key (SPKI PEM, as `openssl pkey -pubout`
+/// prints it) and the members the administrator lets it act as.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct ServiceAccountFile {
+    pub client_email: String,
+    pub public_key_pem: String,
+    #[serde(default)]
+    pub subjects: Vec<String>,
 }
 
 #[derive(Deserialize)]

@@ -1,6 +1,7 @@
 //! The request log tests assert on: every call the emulator answered, in
 //! arrival order. Token-endpoint bodies are kept with their secrets
-//! (`client_secret`, `refresh_token`) replaced by `[REDACTED]`.
+//! (`client_secret`, `refresh_token`, a JWT grant's `assertion`) replaced by
+//! `[REDACTED]`; a JWT grant's `sub` is kept as `subject`.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -22,6 +23,11 @@ pub struct RecordedRequest {
     pub body: Option<Value>,
     /// `None` when the emulator dropped the connection instead of answering.
     pub status: Option<u16>,
+    /// A JWT-bearer grant's `sub` (the member a service account asked to act
+    /// as), or on an API call the member its access token was minted for.
+    pub subject: Option<String>,
+    /// When the request arrived (its body read), for rate measurements.
+    pub received_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl RecordedRequest {

@@ -20,7 +20,8 @@
 //! [`FakeGoogle::patch_event`], [`FakeGoogle::delete_event`],
 //! [`FakeGoogle::add_calendar`]), as Google's backend
 //! ([`FakeGoogle::invalidate_sync_tokens`], [`FakeGoogle::revoke_refresh_token`],
-//! [`FakeGoogle::expire_access_tokens`], [`FakeGoogle::inject_fault`],
+//! [`FakeGoogle::expire_access_tokens`], [`FakeGoogle::allow_subject`],
+//! [`FakeGoogle::disallow_subject`], [`FakeGoogle::inject_fault`],
 //! [`FakeGoogle::set_page_cap`], [`FakeGoogle::notify`]) and as an observer
 //! ([`FakeGoogle::requests`], [`FakeGoogle::get_event`], [`FakeGoogle::list_events`],
 //! [`FakeGoogle::channels`]).
@@ -41,6 +42,7 @@ mod errors;
 pub mod exchange;
 mod faults;
 mod fixtures;
+mod jwt;
 mod log;
 mod oauth;
 pub mod record;
@@ -275,6 +277,22 @@ impl FakeGoogle {
                 for token in file.refresh_tokens {
                     oauth.add_refresh_token(token);
                 }
+                for account in file.service_accounts {
+                    let account = jwt::ServiceAccount::new(
+                        account.client_email,
+                        &account.public_key_pem,
+                        account.subjects,
+                    )
+                    .map_err(|message| FakeGoogleError::Fixture {
+                        path: options
+                            .fixtures
+                            .clone()
+                            .unwrap_or_default()
+                            .join("oauth.json"),
+                        message,
+                    })?;
+                    oauth.add_service_account(account);
+                }
                 oauth
             }
             None => OAuth::generated(options.access_token_ttl),
@@ -381,6 +399,21 @@ impl FakeGoogle {
     /// known. Later grants with it answer 400 `invalid_grant`.
     pub fn revoke_refresh_token(&self, token: &str) -> bool {
         self.shared.lock().oauth.revoke(token)
+    }
+
+    /// Lets the service accounts act as `subject` (the Workspace
+    /// administrator granting domain-wide delegation for that member).
+    pub fn allow_subject(&self, subject: &str) {
+        self.shared.lock().oauth.set_delegation(None, subject, true);
+    }
+
+    /// Withdraws delegation for `subject`: its access tokens die, and later
+    /// JWT grants for it answer 401 `unauthorized_client`.
+    pub fn disallow_subject(&self, subject: &str) {
+        self.shared
+            .lock()
+            .oauth
+            .set_delegation(None, subject, false);
     }
 
     /// An access token valid for the API, without going through `/token`.

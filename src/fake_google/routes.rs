@@ -206,7 +206,7 @@ fn loggable_body(op: Operation, bytes: &Bytes) -> Option<Value> {
     if op == Operation::Token {
         let fields: serde_json::Map<String, Value> = url::form_urlencoded::parse(bytes)
             .map(|(k, v)| {
-                let v = if k == "client_secret" || k == "refresh_token" {
+                let v = if k == "client_secret" || k == "refresh_token" || k == "assertion" {
                     "[REDACTED]".to_owned()
                 } else {
                     v.into_owned()
@@ -222,6 +222,14 @@ fn loggable_body(op: Operation, bytes: &Bytes) -> Option<Value> {
     )
 }
 
+/// The `sub` of a JWT-bearer grant, read (unverified) from its assertion.
+fn grant_subject(bytes: &Bytes) -> Option<String> {
+    let assertion = url::form_urlencoded::parse(bytes)
+        .find(|(k, _)| k == "assertion")
+        .map(|(_, v)| v.into_owned())?;
+    super::jwt::peek_claims(&assertion)?.sub
+}
+
 fn json_body(bytes: &Bytes) -> Result<Value, ApiError> {
     serde_json::from_slice(bytes)
         .map_err(|_| ApiError::bad_request("global", "parseError", "Parse Error", None))
@@ -232,6 +240,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     let bytes = axum::body::to_bytes(body, 32 << 20)
         .await
         .unwrap_or_default();
+    let received_at = chrono::Utc::now();
     let route = Route::parse(&parts.method, parts.uri.path());
     let op = route.operation();
     let if_match = header_str(&parts.headers, &header::IF_MATCH).map(str::to_owned);
@@ -257,6 +266,14 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
 
     let dropped = matches!(mangle, Mangle::Drop);
     if op != Operation::Admin {
+        let subject = match op {
+            Operation::Token => grant_subject(&bytes),
+            // Whose token an API call came with (delegated tokens only).
+            _ => shared
+                .lock()
+                .oauth
+                .subject_of(header_str(&parts.headers, &header::AUTHORIZATION)),
+        };
         shared.lock().log.push(RecordedRequest {
             operation: op,
             method: parts.method.to_string(),
@@ -264,10 +281,12 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
             query: parts.uri.query().map(str::to_owned),
             if_match,
             body: loggable_body(op, &bytes),
+            subject,
             status: (!dropped).then(|| match mangle {
                 Mangle::LoseAsError => 500,
                 _ => reply.status.as_u16(),
             }),
+            received_at,
         });
     }
     respond(reply, mangle)
@@ -371,10 +390,16 @@ fn run(
         Route::Token => {
             let form: Vec<(String, String)> =
                 url::form_urlencoded::parse(bytes).into_owned().collect();
+            // The token endpoint's own URL, as the client addressed it: the
+            // audience a JWT grant must name.
+            let audience = format!(
+                "http://{}/token",
+                header_str(headers, &header::HOST).unwrap_or_default()
+            );
             let body = shared
                 .lock()
                 .oauth
-                .token(&form, basic_credentials(headers))?;
+                .token(&form, basic_credentials(headers), &audience)?;
             Ok(Reply::json(StatusCode::OK, body))
         }
         Route::List(cal) => {

@@ -20,13 +20,13 @@ use http::{Method, Request};
 use serde_json::{json, Value};
 use tokio::time::error::Elapsed;
 
+use super::budget::{self, CallKind};
 use super::error::{
     classify, from_hub_error, retry_after, Capture, ErrorBody, GoogleError, Target,
 };
 use super::http::{body, empty_body, send, Connector, SendError};
 use super::listing::{parse_page, EventPage};
 use super::mapping::{remote_event, write_ack, BodyKind, EventBody, RemoteEvent, WriteAck};
-use super::observe::observe;
 use super::token::TokenProvider;
 use super::HttpClient;
 use crate::ids::{CalendarId, Etag, EventId, SyncToken};
@@ -182,7 +182,7 @@ impl CalendarClient {
         let url = self.list_url(calendar, query);
         let answer = self
             .raw(
-                "events.list",
+                CallKind::List,
                 Target::Calendar,
                 Method::GET,
                 &url,
@@ -233,7 +233,7 @@ impl CalendarClient {
     ) -> Result<RemoteEvent, GoogleError> {
         let found = self
             .refreshing_once(|| {
-                observe("events.get", async {
+                self.metered(CallKind::Get, async {
                     let mut capture = Capture::default();
                     let call = self
                         .hub
@@ -273,7 +273,7 @@ impl CalendarClient {
         let url = self.events_url(calendar, None);
         let answer = self
             .raw(
-                "events.insert",
+                CallKind::Insert,
                 Target::Calendar,
                 Method::POST,
                 &url,
@@ -303,7 +303,7 @@ impl CalendarClient {
         let url = self.events_url(calendar, Some(event));
         let answer = self
             .raw(
-                "events.patch",
+                CallKind::Patch,
                 Target::Event,
                 Method::PATCH,
                 &url,
@@ -325,7 +325,7 @@ impl CalendarClient {
     ) -> Result<(), GoogleError> {
         let url = self.events_url(calendar, Some(event));
         self.raw(
-            "events.delete",
+            CallKind::Delete,
             Target::Event,
             Method::DELETE,
             &url,
@@ -354,7 +354,7 @@ impl CalendarClient {
         };
         let opened = self
             .refreshing_once(|| {
-                observe("events.watch", async {
+                self.metered(CallKind::Watch, async {
                     let mut capture = Capture::default();
                     let call = self
                         .hub
@@ -397,7 +397,7 @@ impl CalendarClient {
             ..Channel::default()
         };
         self.refreshing_once(|| {
-            observe("channels.stop", async {
+            self.metered(CallKind::Stop, async {
                 let mut capture = Capture::default();
                 let call = self
                     .hub
@@ -459,10 +459,30 @@ impl CalendarClient {
         url
     }
 
+    /// One request of `kind`: first one request from the budget (nothing is
+    /// sent without it), then the call, counted by its outcome.
+    async fn metered<T>(
+        &self,
+        kind: CallKind,
+        call: impl Future<Output = Result<T, GoogleError>>,
+    ) -> Result<T, GoogleError> {
+        self.tokens
+            .budget()
+            .acquire(kind)
+            .await
+            .map_err(|over| GoogleError::OverBudget {
+                retry_after: over.retry_after,
+                scope: over.scope,
+            })?;
+        let result = super::observe::observe(super::observe::operation(kind), call).await;
+        budget::record(kind, budget::outcome(&result));
+        result
+    }
+
     /// A raw request, refreshing the token once on 401.
     async fn raw(
         &self,
-        operation: &'static str,
+        kind: CallKind,
         target: Target,
         method: Method,
         url: &url::Url,
@@ -470,14 +490,14 @@ impl CalendarClient {
         json_body: Option<&Value>,
     ) -> Result<Bytes, GoogleError> {
         self.refreshing_once(|| {
-            self.raw_once(operation, target, method.clone(), url, if_match, json_body)
+            self.raw_once(kind, target, method.clone(), url, if_match, json_body)
         })
         .await
     }
 
     async fn raw_once(
         &self,
-        operation: &'static str,
+        kind: CallKind,
         target: Target,
         method: Method,
         url: &url::Url,
@@ -485,6 +505,22 @@ impl CalendarClient {
         json_body: Option<&Value>,
     ) -> Result<Bytes, GoogleError> {
         let token = self.tokens.access_token().await?;
+        self.metered(
+            kind,
+            self.send_raw(target, method, url, if_match, json_body, token),
+        )
+        .await
+    }
+
+    async fn send_raw(
+        &self,
+        target: Target,
+        method: Method,
+        url: &url::Url,
+        if_match: Option<&Etag>,
+        json_body: Option<&Value>,
+        token: crate::ids::AccessToken,
+    ) -> Result<Bytes, GoogleError> {
         let mut request = Request::builder()
             .method(method)
             .uri(url.as_str())
@@ -504,15 +540,6 @@ impl CalendarClient {
             reason: None,
             message: format!("cannot build the request: {e}"),
         })?;
-        observe(operation, self.send_raw(target, request)).await
-    }
-
-    /// Sends a built request and classifies the answer.
-    async fn send_raw(
-        &self,
-        target: Target,
-        request: Request<super::http::Body>,
-    ) -> Result<Bytes, GoogleError> {
         let response = match send(&self.http, request, self.timeout).await {
             Ok(r) => r,
             Err(SendError::Timeout(d)) => return Err(GoogleError::Timeout(d)),

@@ -25,6 +25,14 @@ pub enum GoogleError {
         retry_after: Option<Duration>,
         reason: String,
     },
+    /// Our own request budget ([`super::CallBudget`]) has nothing left for
+    /// this call: nothing was sent. Snooze for `retry_after` without spending
+    /// an attempt.
+    #[error("no Google request budget left ({scope}): next in {}s", retry_after.as_secs_f64())]
+    OverBudget {
+        retry_after: Duration,
+        scope: super::BudgetScope,
+    },
     /// 403/429 `quotaExceeded`/`dailyLimitExceeded`: the project's daily or
     /// per-project quota is spent, which lasts hours. The connection backs off
     /// as a whole (15 minutes doubling up to 6 hours) without spending
@@ -54,6 +62,23 @@ pub enum GoogleError {
         "the refresh token was rejected (invalid_grant): the connection needs re-authorisation"
     )]
     NeedsReauth { description: String },
+    /// The service account may not act as the connection's member
+    /// (`unauthorized_client`/`invalid_grant` on the JWT grant): needs
+    /// re-authorisation, which here means the Workspace administrator's grant
+    /// and then `connect` again.
+    #[error(
+        "domain-wide delegation refused for {subject} ({error}: {description}): \
+         the Workspace administrator must grant it, then re-connect"
+    )]
+    DelegationRefused {
+        subject: String,
+        error: String,
+        description: String,
+    },
+    /// This worker lacks the setting this kind of connection needs: an
+    /// operator's fix, so the job retries meanwhile.
+    #[error("{var} is not set on this worker: it cannot authenticate this connection")]
+    NotConfigured { var: &'static str },
     /// `invalid_client`/`unauthorized_client`: the deployment's OAuth client is
     /// wrong. Not the user's fault: the operator must fix the configuration.
     #[error(
@@ -136,9 +161,14 @@ impl GoogleError {
             GoogleError::RateLimited { retry_after, .. } => NextStep::Snooze {
                 after: *retry_after,
             },
+            GoogleError::OverBudget { retry_after, .. } => NextStep::Snooze {
+                after: Some(*retry_after),
+            },
             GoogleError::QuotaExhausted { .. } => NextStep::QuotaBackoff,
             GoogleError::FullSyncRequired { .. } => NextStep::FullResync,
-            GoogleError::NeedsReauth { .. } => NextStep::NeedsReauth,
+            GoogleError::NeedsReauth { .. } | GoogleError::DelegationRefused { .. } => {
+                NextStep::NeedsReauth
+            }
             GoogleError::CalendarGone { .. } => NextStep::CalendarGone,
             GoogleError::PreconditionFailed
             | GoogleError::NotFound { .. }
@@ -147,6 +177,7 @@ impl GoogleError {
             // A bad OAuth client is an operator's fix; retries give them time
             // to make it without losing the job.
             GoogleError::InvalidClient { .. }
+            | GoogleError::NotConfigured { .. }
             | GoogleError::Unauthorized { .. }
             | GoogleError::Transient { .. }
             | GoogleError::Timeout(_)
@@ -169,9 +200,12 @@ impl GoogleError {
             | GoogleError::Unauthorized { reason } => Some(reason),
             GoogleError::PreconditionFailed => Some("conditionNotMet"),
             GoogleError::NeedsReauth { .. } => Some("invalid_grant"),
-            GoogleError::InvalidClient { error, .. } => Some(error),
+            GoogleError::InvalidClient { error, .. }
+            | GoogleError::DelegationRefused { error, .. } => Some(error),
             GoogleError::Permanent { reason, .. } => reason.as_deref(),
             GoogleError::Transient { .. }
+            | GoogleError::NotConfigured { .. }
+            | GoogleError::OverBudget { .. }
             | GoogleError::Timeout(_)
             | GoogleError::Malformed { .. }
             | GoogleError::InvalidTimeZone(_) => None,
@@ -186,6 +220,16 @@ impl From<TokenError> for GoogleError {
             TokenError::InvalidClient { error, description } => {
                 GoogleError::InvalidClient { error, description }
             }
+            TokenError::DelegationRefused {
+                subject,
+                error,
+                description,
+            } => GoogleError::DelegationRefused {
+                subject,
+                error,
+                description,
+            },
+            TokenError::NotConfigured { var } => GoogleError::NotConfigured { var },
             TokenError::RateLimited { retry_after } => GoogleError::RateLimited {
                 retry_after,
                 reason: "tokenEndpointRateLimited".to_owned(),
@@ -194,6 +238,9 @@ impl From<TokenError> for GoogleError {
                 status,
                 detail: format!("token endpoint: {detail}"),
             },
+            TokenError::OverBudget { retry_after, scope } => {
+                GoogleError::OverBudget { retry_after, scope }
+            }
             TokenError::Timeout(d) => GoogleError::Timeout(d),
             TokenError::Malformed { detail } => GoogleError::Malformed {
                 detail: format!("token endpoint: {detail}"),

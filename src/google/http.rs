@@ -31,22 +31,26 @@ pub(crate) type Body = google_calendar3::common::Body;
 #[error("cannot set up TLS for Google: {0}")]
 pub struct TlsSetupError(#[source] std::io::Error);
 
-/// Builds the shared client: rustls with the `ring` provider named explicitly
-/// (never whatever provider happens to be compiled in) and the system's roots.
-pub fn build_http_client() -> Result<HttpClient, TlsSetupError> {
+/// The connector of every client: rustls with the `ring` provider named
+/// explicitly (never whatever provider happens to be compiled in) and the
+/// system's roots. Shared by the main client and yup-oauth2's, whose body
+/// type differs.
+pub(crate) fn build_connector() -> Result<Connector, TlsSetupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_native_roots(provider)
         .map_err(TlsSetupError)?
         .https_or_http()
         .enable_http1()
         .enable_http2()
-        .build();
-    Ok(
-        hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector),
-    )
+        .build())
+}
+
+/// The shared client over `connector`.
+pub(crate) fn http_client_over(connector: Connector) -> HttpClient {
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(connector)
 }
 
 pub(crate) fn body(bytes: impl Into<Bytes>) -> Body {

@@ -14,6 +14,21 @@ use super::error::GoogleError;
 use super::token::TokenError;
 use crate::worker::metric;
 
+/// The `operation` label of a call of `kind`, as Google names the method.
+pub(crate) fn operation(kind: super::budget::CallKind) -> &'static str {
+    use super::budget::CallKind;
+    match kind {
+        CallKind::List => "events.list",
+        CallKind::Get => "events.get",
+        CallKind::Insert => "events.insert",
+        CallKind::Patch => "events.patch",
+        CallKind::Delete => "events.delete",
+        CallKind::Watch => "events.watch",
+        CallKind::Stop => "channels.stop",
+        CallKind::Token => "token.refresh",
+    }
+}
+
 /// The `outcome` label of a failed request.
 pub(crate) trait Outcome {
     fn outcome(&self) -> &'static str;
@@ -38,6 +53,9 @@ impl Outcome for GoogleError {
             GoogleError::Malformed { .. } => "malformed",
             GoogleError::InvalidTimeZone(_) => "invalid_time_zone",
             GoogleError::Permanent { .. } => "permanent",
+            GoogleError::DelegationRefused { .. } => "delegation_refused",
+            GoogleError::OverBudget { .. } => "over_budget",
+            GoogleError::NotConfigured { .. } => "not_configured",
         }
     }
 }
@@ -52,6 +70,9 @@ impl Outcome for TokenError {
             TokenError::Timeout(_) => "timeout",
             TokenError::Malformed { .. } => "malformed",
             TokenError::Rejected { .. } => "permanent",
+            TokenError::DelegationRefused { .. } => "delegation_refused",
+            TokenError::OverBudget { .. } => "over_budget",
+            TokenError::NotConfigured { .. } => "not_configured",
         }
     }
 }

@@ -1,6 +1,7 @@
-//! Access tokens for one connection, from its refresh token.
+//! Access tokens for one connection, from its refresh token or (delegated
+//! connections) from the service account acting as its member.
 //!
-//! [`TokenProvider`] runs the OAuth `refresh_token` grant against
+//! [`TokenProvider`] either runs the OAuth `refresh_token` grant against
 //! `GOOGLE_TOKEN_URL` with the deployment's OAuth client, and caches the access
 //! token until a minute before it expires. Clones share one cache, and a
 //! refresh holds the cache's lock, so concurrent callers of one connection
@@ -8,6 +9,9 @@
 //! [`invalidate`](TokenProvider::invalidate) the cache so the next call
 //! refreshes. `invalid_grant` is sticky: once Google has refused the refresh
 //! token, the provider never calls the token endpoint with it again.
+//! For a delegated connection it hands over to [`super::delegated`], whose
+//! refusals are not sticky: the connection's needs-reauth mark already stops
+//! its jobs, and `connect` after the administrator's grant must just work.
 //!
 //! It implements google-calendar3's `GetToken`, whose error is a boxed
 //! `dyn Error`; the box always holds a [`TokenError`], which
@@ -25,6 +29,8 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use super::budget::{self, Budget, CallKind};
+use super::delegated::DelegatedTokens;
 use super::error::retry_after;
 use super::http::{body, send, HttpClient, SendError};
 use crate::config::GoogleSettings;
@@ -44,10 +50,29 @@ pub enum TokenError {
     RateLimited { retry_after: Option<Duration> },
     #[error("token endpoint unavailable: {detail}")]
     Transient { status: Option<u16>, detail: String },
+    /// Our request budget had nothing left for the refresh: nothing was sent.
+    #[error("no Google request budget left for a token refresh ({scope})")]
+    OverBudget {
+        retry_after: Duration,
+        scope: super::BudgetScope,
+    },
     #[error("token endpoint did not answer within {0:?}")]
     Timeout(Duration),
     #[error("token endpoint answer unreadable: {detail}")]
     Malformed { detail: String },
+    /// The service account may not act as this member (`unauthorized_client`
+    /// or `invalid_grant` on the JWT grant): the Workspace administrator
+    /// removed the delegation, or the member left the organisation.
+    #[error("domain-wide delegation refused for {subject} ({error}: {description})")]
+    DelegationRefused {
+        subject: String,
+        error: String,
+        description: String,
+    },
+    /// This worker lacks the setting the connection's kind of credentials
+    /// needs (the OAuth client, or the service-account key).
+    #[error("{var} is not set on this worker")]
+    NotConfigured { var: &'static str },
     /// Any other refusal of the grant.
     #[error("token endpoint refused the grant ({status} {error}): {description}")]
     Rejected {
@@ -67,18 +92,19 @@ pub(crate) struct OAuthClient {
 }
 
 impl OAuthClient {
-    pub fn from_settings(settings: &GoogleSettings) -> Self {
-        OAuthClient {
+    /// The OAuth client, when the settings name one.
+    pub fn from_settings(settings: &GoogleSettings) -> Option<Self> {
+        settings.has_oauth_client().then(|| OAuthClient {
             token_url: settings.token_url.clone(),
             client_id: settings.client_id.clone(),
             client_secret: settings.client_secret.clone(),
-        }
+        })
     }
 }
 
 /// Refresh this long before Google's stated expiry, so a token never expires
 /// between being handed out and being used.
-const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
+pub(crate) const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
 
 enum Cached {
     Empty,
@@ -103,14 +129,30 @@ struct Inner {
 /// One connection's access tokens. Clones share the cache.
 #[derive(Clone)]
 pub struct TokenProvider {
-    inner: Arc<Inner>,
+    source: Source,
+    /// The request budget a refresh draws on, with the connection's key;
+    /// the connection's calendar client draws on it too.
+    budget: Budget,
+}
+
+#[derive(Clone)]
+enum Source {
+    Refresh(Arc<Inner>),
+    Delegated(DelegatedTokens),
+    /// The worker is not configured for this kind of connection: every call
+    /// fails naming the missing variable.
+    Unconfigured(&'static str),
 }
 
 impl std::fmt::Debug for TokenProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenProvider")
-            .field("token_url", &self.inner.oauth.token_url)
-            .finish_non_exhaustive()
+        let mut d = f.debug_struct("TokenProvider");
+        match &self.source {
+            Source::Refresh(inner) => d.field("token_url", &inner.oauth.token_url),
+            Source::Delegated(tokens) => d.field("delegated", tokens),
+            Source::Unconfigured(var) => d.field("missing", var),
+        };
+        d.finish_non_exhaustive()
     }
 }
 
@@ -134,22 +176,65 @@ impl TokenProvider {
         oauth: OAuthClient,
         refresh_token: RefreshToken,
         timeout: Duration,
+        budget: Budget,
     ) -> Self {
         TokenProvider {
-            inner: Arc::new(Inner {
+            source: Source::Refresh(Arc::new(Inner {
                 http,
                 oauth,
                 refresh_token,
                 timeout,
                 cache: Mutex::new(Cached::Empty),
-            }),
+            })),
+            budget,
         }
+    }
+
+    pub(crate) fn delegated(tokens: DelegatedTokens, budget: Budget) -> Self {
+        TokenProvider {
+            source: Source::Delegated(tokens),
+            budget,
+        }
+    }
+
+    /// A provider whose every call fails with [`TokenError::NotConfigured`].
+    pub(crate) fn unconfigured(var: &'static str) -> Self {
+        TokenProvider {
+            source: Source::Unconfigured(var),
+            budget: Budget::new(None),
+        }
+    }
+
+    /// The budget (with the connection's key) the calendar client of this
+    /// connection draws on too.
+    pub(crate) fn budget(&self) -> &Budget {
+        &self.budget
     }
 
     /// A valid access token: the cached one, or a fresh one from the token
     /// endpoint.
     pub async fn access_token(&self) -> Result<AccessToken, TokenError> {
-        let mut cache = self.inner.cache.lock().await;
+        match &self.source {
+            Source::Refresh(inner) => inner.access_token(&self.budget).await,
+            Source::Delegated(tokens) => tokens.access_token().await,
+            Source::Unconfigured(var) => Err(TokenError::NotConfigured { var }),
+        }
+    }
+
+    /// Forgets the cached access token (Google answered 401 with it), so the
+    /// next call refreshes. A revoked refresh token stays revoked.
+    pub async fn invalidate(&self) {
+        match &self.source {
+            Source::Refresh(inner) => inner.invalidate().await,
+            Source::Delegated(tokens) => tokens.invalidate().await,
+            Source::Unconfigured(_) => {}
+        }
+    }
+}
+
+impl Inner {
+    async fn access_token(&self, budget: &Budget) -> Result<AccessToken, TokenError> {
+        let mut cache = self.cache.lock().await;
         match &*cache {
             Cached::Valid { token, refresh_at } if Instant::now() < *refresh_at => {
                 return Ok(token.clone())
@@ -161,7 +246,7 @@ impl TokenProvider {
             }
             _ => {}
         }
-        match super::observe::observe("token.refresh", self.refresh()).await {
+        match super::observe::observe("token.refresh", self.refresh(budget)).await {
             Ok((token, lifetime)) => {
                 let margin = EXPIRY_MARGIN.min(lifetime / 2);
                 *cache = Cached::Valid {
@@ -183,17 +268,36 @@ impl TokenProvider {
         }
     }
 
-    /// Forgets the cached access token (Google answered 401 with it), so the
-    /// next call refreshes. A revoked refresh token stays revoked.
-    pub async fn invalidate(&self) {
-        let mut cache = self.inner.cache.lock().await;
+    async fn invalidate(&self) {
+        let mut cache = self.cache.lock().await;
         if matches!(*cache, Cached::Valid { .. }) {
             *cache = Cached::Empty;
         }
     }
 
-    async fn refresh(&self) -> Result<(AccessToken, Duration), TokenError> {
-        let inner = &self.inner;
+    async fn refresh(&self, budget: &Budget) -> Result<(AccessToken, Duration), TokenError> {
+        budget
+            .acquire(CallKind::Token)
+            .await
+            .map_err(|over| TokenError::OverBudget {
+                retry_after: over.retry_after,
+                scope: over.scope,
+            })?;
+        let result = self.refresh_now().await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(TokenError::InvalidGrant { .. }) => "invalid_grant",
+            Err(TokenError::RateLimited { .. }) => "rate_limited",
+            Err(TokenError::Transient { .. }) => "transient",
+            Err(TokenError::Timeout(_)) => "timeout",
+            Err(_) => "refused",
+        };
+        budget::record(CallKind::Token, outcome);
+        result
+    }
+
+    async fn refresh_now(&self) -> Result<(AccessToken, Duration), TokenError> {
+        let inner = self;
         let form = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("grant_type", "refresh_token")
             .append_pair("client_id", &inner.oauth.client_id)

@@ -10,6 +10,10 @@
 //!   pushes never interleave (a partial unique index backs this). Jobs of a
 //!   connection that is disconnected, needs re-auth or whose calendar is gone
 //!   wait, unclaimed, until it is usable again.
+//! - **Priority.** Among due jobs a claim takes the lowest `priority` first,
+//!   then the earliest `run_at`: every enqueue is 1, the scheduler's polls 2
+//!   (`store::jobs::SCHEDULED_POLL_PRIORITY`), so when Google's budget is
+//!   short pushes and asked-for pulls go before routine polling.
 //! - **Leases.** A claim gets a fresh claim token and `locked_until` = the
 //!   database's `now()` + `PLANSYNC_LEASE_SECS`; the worker's heartbeat extends
 //!   it while the job runs.

@@ -103,7 +103,8 @@ pub async fn record_opening(
     address: &str,
 ) -> Result<bool, StoreError> {
     let usable: Option<bool> = sqlx::query_scalar(
-        "SELECT active AND refresh_token_enc IS NOT NULL FROM plansync.connections \
+        "SELECT active AND (refresh_token_enc IS NOT NULL OR subject IS NOT NULL) \
+         FROM plansync.connections \
          WHERE id = $1 FOR SHARE",
     )
     .bind(connection)
@@ -252,7 +253,8 @@ pub async fn finish_run(
 
 /// The scheduler's part: a watch job, due at once, for every connection of
 /// `region` that needs one now — it has channels to stop (retired ones; any
-/// when it is disconnected or `webhook` is unset or moved), or it wants a
+/// when it is disconnected or `webhook` is unset or moved; stopping needs the
+/// refresh token, or the delegated subject), or it wants a
 /// channel (`webhook` set, usable, synced) and has no fresh one. A queued
 /// watch job (e.g. a renewal due later) is brought forward unless it waits
 /// out a retry backoff. Connections whose watch job died in the last hour
@@ -271,7 +273,7 @@ pub async fn schedule_upkeep(
                            WHERE j.connection_id = c.id AND j.kind = 'watch' \
                              AND (j.state = 'running' OR (j.state = 'dead' \
                                   AND j.finished_at > now() - interval '1 hour'))) \
-           AND ((c.refresh_token_enc IS NOT NULL AND EXISTS ( \
+           AND (((c.refresh_token_enc IS NOT NULL OR c.subject IS NOT NULL) AND EXISTS ( \
                     SELECT 1 FROM plansync.channels ch \
                     WHERE ch.connection_id = c.id AND ch.state <> 'stopped' \
                       AND (ch.retired_at IS NOT NULL OR NOT c.active \
@@ -298,14 +300,17 @@ pub async fn schedule_upkeep(
 }
 
 /// Disconnected connections of `region` still holding their refresh token
-/// for a stop that will not run any more (its watch job died, or its lease
+/// (or, delegated, unstopped channels) for a stop that will not run any more (its watch job died, or its lease
 /// was lost on the last attempt): their channels are given up (Google expires
 /// them by itself) and the token is forgotten. Returns how many.
 pub async fn settle_abandoned(pool: &PgPool, region: &str) -> Result<u64, StoreError> {
     let done = sqlx::query(
         "WITH gone AS ( \
              SELECT c.id FROM plansync.connections c \
-             WHERE c.region = $1 AND NOT c.active AND c.refresh_token_enc IS NOT NULL \
+             WHERE c.region = $1 AND NOT c.active \
+               AND (c.refresh_token_enc IS NOT NULL OR EXISTS ( \
+                    SELECT 1 FROM plansync.channels u \
+                    WHERE u.connection_id = c.id AND u.state <> 'stopped')) \
                AND NOT EXISTS (SELECT 1 FROM plansync.jobs j \
                                WHERE j.connection_id = c.id AND j.kind = 'watch' \
                                  AND j.state IN ('queued', 'running')) \

@@ -15,7 +15,17 @@ use sqlx::PgPool;
 
 use super::StoreError;
 use crate::deltas::{ConnectionPayload, PlanItemDelta};
-use crate::ids::{CalendarId, ConnectionId, UserId};
+use crate::ids::{CalendarId, ConnectionId, Subject, UserId};
+
+/// How a connection gets its access tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionAuth {
+    /// The user's refresh token, encrypted (see [`crate::crypto`]).
+    RefreshToken { encrypted: Vec<u8> },
+    /// Workspace domain-wide delegation: the deployment's service account acts
+    /// as this member. Nothing secret is stored.
+    Delegated { subject: Subject },
+}
 
 /// What `connect` asks for.
 #[derive(Debug)]
@@ -27,7 +37,7 @@ pub struct NewConnection<'a> {
     pub region: Option<&'a str>,
     pub default_region: &'a str,
     pub push_target: bool,
-    pub refresh_token_enc: Vec<u8>,
+    pub auth: ConnectionAuth,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,11 +47,17 @@ pub struct ConnectOutcome {
     pub created: bool,
 }
 
-/// Registers a connection, or replaces the refresh token of an existing one and
-/// clears its needs-reauth and calendar-gone marks. All in one transaction, with
+/// Registers a connection, or replaces the credentials of an existing one (a
+/// refresh token, or the delegated subject: re-connecting switches between the
+/// two) and clears its needs-reauth and calendar-gone marks. All in one transaction, with
 /// the user's row locked so concurrent connects of one user serialise (one push
 /// target per user).
 pub async fn connect(pool: &PgPool, new: NewConnection<'_>) -> Result<ConnectOutcome, StoreError> {
+    // Exactly one of the two is set: the row says how to authenticate.
+    let (refresh_token_enc, subject) = match &new.auth {
+        ConnectionAuth::RefreshToken { encrypted } => (Some(encrypted.as_slice()), None),
+        ConnectionAuth::Delegated { subject } => (None, Some(subject)),
+    };
     let mut tx = pool.begin().await?;
     let user_exists =
         sqlx::query_scalar::<_, i64>("SELECT id FROM public.users WHERE id = $1 FOR NO KEY UPDATE")
@@ -71,10 +87,10 @@ pub async fn connect(pool: &PgPool, new: NewConnection<'_>) -> Result<ConnectOut
     }
     let (id, created): (ConnectionId, bool) = sqlx::query_as(
         "INSERT INTO plansync.connections \
-             (user_id, calendar_id, region, push_target, refresh_token_enc) \
-         VALUES ($1, $2, COALESCE($3, $4), $5, $6) \
+             (user_id, calendar_id, region, push_target, refresh_token_enc, subject) \
+         VALUES ($1, $2, COALESCE($3, $4), $5, $6, $7) \
          ON CONFLICT (user_id, calendar_id) DO UPDATE SET \
-             refresh_token_enc = EXCLUDED.refresh_token_enc, \
+             refresh_token_enc = EXCLUDED.refresh_token_enc, subject = EXCLUDED.subject, \
              region = COALESCE($3, plansync.connections.region), \
              push_target = plansync.connections.push_target OR EXCLUDED.push_target, \
              active = TRUE, needs_reauth = FALSE, calendar_gone = FALSE, last_error = NULL, \
@@ -86,7 +102,8 @@ pub async fn connect(pool: &PgPool, new: NewConnection<'_>) -> Result<ConnectOut
     .bind(new.region)
     .bind(new.default_region)
     .bind(new.push_target)
-    .bind(&new.refresh_token_enc)
+    .bind(refresh_token_enc)
+    .bind(subject)
     .fetch_one(&mut *tx)
     .await?;
     // A re-authorisation that repairs a broken link tells the user so.
@@ -191,6 +208,8 @@ pub struct SyncConnection {
     pub calendar_id: CalendarId,
     pub active: bool,
     pub refresh_token_enc: Option<Vec<u8>>,
+    /// Set on a delegated connection: the member the service account acts as.
+    pub subject: Option<Subject>,
     pub sync_token: Option<crate::ids::SyncToken>,
     pub calendar_time_zone: Option<String>,
     pub needs_reauth: bool,
@@ -210,7 +229,7 @@ pub async fn load_for_sync(
     id: ConnectionId,
 ) -> Result<SyncConnection, StoreError> {
     sqlx::query_as::<_, SyncConnection>(
-        "SELECT c.id, c.user_id, c.calendar_id, c.active, c.refresh_token_enc, c.sync_token, \
+        "SELECT c.id, c.user_id, c.calendar_id, c.active, c.refresh_token_enc, c.subject, c.sync_token, \
              c.calendar_time_zone, c.needs_reauth, c.calendar_gone, \
              (c.active AND c.id = ( \
                  SELECT t.id FROM plansync.connections t \
@@ -248,7 +267,8 @@ pub async fn lock_if_active(
 /// Why a connection cannot be synced until an admin acts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Blocked {
-    /// `invalid_grant`: re-connect with a new refresh token.
+    /// `invalid_grant` (or a refused delegation): re-connect once the user (or
+    /// the Workspace administrator) has granted access again.
     NeedsReauth,
     /// 404, or 403 for lack of access: `resync` or `connect` again.
     CalendarGone,
@@ -337,6 +357,20 @@ pub async fn finish_pull(
     // A successful sync after the calendar was gone: tell the user.
     announce_link_change(conn, id).await?;
     Ok(())
+}
+
+/// Which kinds of credentials the active connections of `region` use, so
+/// `run` can insist on exactly the settings they need: (any refresh-token
+/// connection, any delegated connection).
+pub async fn auth_kinds_in_use(pool: &PgPool, region: &str) -> Result<(bool, bool), StoreError> {
+    let kinds: (Option<bool>, Option<bool>) = sqlx::query_as(
+        "SELECT bool_or(subject IS NULL), bool_or(subject IS NOT NULL) \
+         FROM plansync.connections WHERE active AND region = $1",
+    )
+    .bind(region)
+    .fetch_one(pool)
+    .await?;
+    Ok((kinds.0.unwrap_or(false), kinds.1.unwrap_or(false)))
 }
 
 #[derive(sqlx::FromRow)]

@@ -63,6 +63,7 @@ pub async fn enqueue(
                  WHERE state = 'queued' \
              DO UPDATE SET run_at = CASE WHEN $4 THEN LEAST(plansync.jobs.run_at, now()) \
                                          ELSE plansync.jobs.run_at END, \
+                           priority = LEAST(plansync.jobs.priority, EXCLUDED.priority), \
                            updated_at = now() \
              RETURNING id, region) \
          SELECT id FROM ins, LATERAL (SELECT pg_notify($5, ins.region)) n",
@@ -105,7 +106,7 @@ pub async fn claim(
                    AND NOT EXISTS (SELECT 1 FROM plansync.jobs r \
                                    WHERE r.connection_id = j.connection_id \
                                      AND r.state = 'running') \
-                 ORDER BY j.run_at, j.id \
+                 ORDER BY j.priority, j.run_at, j.id \
                  LIMIT 1 \
                  FOR UPDATE OF j SKIP LOCKED \
                  FOR NO KEY UPDATE OF c SKIP LOCKED) \
@@ -248,6 +249,23 @@ pub async fn lock_expired(
     Ok(rows)
 }
 
+/// The priority of the scheduler's polls: after every enqueued job (default
+/// 1: pushes, connect, resync, notifications), so a short Google budget goes
+/// to user-visible work first. Claims order by priority, then `run_at`.
+pub const SCHEDULED_POLL_PRIORITY: i16 = 2;
+
+/// Connections the scheduler polls (active, usable), in every region: they
+/// all draw on the one Google project budget.
+pub async fn pollable_connections(pool: &PgPool) -> Result<i64, StoreError> {
+    let n = sqlx::query_scalar(
+        "SELECT count(*) FROM plansync.connections \
+         WHERE active AND NOT needs_reauth AND NOT calendar_gone",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(n)
+}
+
 /// Enqueues a pull, due at once, for every connection of `region` that is due
 /// and has no pull queued or running. A connection is due when it never
 /// pulled, or has not pulled since the start of its current polling slot:
@@ -264,8 +282,8 @@ pub async fn schedule_pulls(
     backstop_secs: Option<i64>,
 ) -> Result<u64, StoreError> {
     let rows = sqlx::query(
-        "INSERT INTO plansync.jobs (kind, connection_id, region) \
-         SELECT 'pull', c.id, c.region FROM plansync.connections c \
+        "INSERT INTO plansync.jobs (kind, connection_id, region, priority) \
+         SELECT 'pull', c.id, c.region, $4 FROM plansync.connections c \
          CROSS JOIN LATERAL (SELECT CASE WHEN $3::BIGINT IS NOT NULL AND EXISTS ( \
                  SELECT 1 FROM plansync.channels ch WHERE ch.connection_id = c.id \
                    AND ch.state = 'live' AND ch.retired_at IS NULL AND ch.expires_at > now()) \
@@ -285,6 +303,7 @@ pub async fn schedule_pulls(
     .bind(region)
     .bind(interval_secs)
     .bind(backstop_secs)
+    .bind(SCHEDULED_POLL_PRIORITY)
     .execute(pool)
     .await?
     .rows_affected();

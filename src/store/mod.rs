@@ -17,6 +17,7 @@ pub mod outbox;
 pub mod push;
 pub mod skipped;
 pub mod status;
+pub mod workers;
 
 use std::time::Duration;
 

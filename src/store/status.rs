@@ -34,6 +34,8 @@ pub async fn connections(
              (SELECT max(ch.expires_at) FROM plansync.channels ch \
               WHERE ch.connection_id = c.id AND ch.state = 'live' AND ch.retired_at IS NULL \
                 AND ch.expires_at > now()) AS channel_expires_at, \
+             CASE WHEN c.subject IS NULL THEN 'refresh_token' ELSE 'delegated' END AS auth, \
+             c.subject, \
              c.failing_since, \
              (SELECT COALESCE(json_agg(json_build_object('eventId', s.event_id, \
                   'reason', s.reason, 'seenAt', to_char(s.last_seen_at AT TIME ZONE 'UTC', \

@@ -67,10 +67,19 @@ impl SyncDeps {
         self
     }
 
-    /// The calendar client of a connection. When the stored token cannot be
-    /// decrypted (wrong `PLANSYNC_TOKEN_KEY`) the job backs off without
+    /// The calendar client of a connection: over its refresh token, or over
+    /// the service account acting as its member. When the stored token cannot
+    /// be decrypted (wrong `PLANSYNC_TOKEN_KEY`) the job backs off without
     /// spending attempts until an operator fixes the key.
     pub fn client(&self, connection: &SyncConnection) -> Result<CalendarClient, JobError> {
+        if let Some(subject) = &connection.subject {
+            // The service account keeps one cache per member, shared by all
+            // of that member's connections; nothing to keep per connection.
+            return Ok(self.google.calendar_client_with(
+                self.google
+                    .delegated_provider(&connection.id.to_string(), subject),
+            ));
+        }
         let stored = connection.refresh_token_enc.as_deref().ok_or_else(|| {
             JobError::Fatal(format!(
                 "connection {} has no refresh token (disconnected)",
@@ -96,7 +105,11 @@ impl SyncDeps {
                 ),
                 schedule: BackoffSchedule::OPERATOR,
             })?;
-        let provider = self.google.token_provider(token);
+        // Keyed by the connection: each is one Google principal with its own
+        // per-user budget.
+        let provider = self
+            .google
+            .token_provider_for(&connection.id.to_string(), token);
         cache.insert(connection.id, (stored.to_vec(), provider.clone()));
         Ok(self.google.calendar_client_with(provider))
     }

@@ -22,6 +22,13 @@
 //!   dropped, and nothing more is written — unless the handler had started
 //!   writing its completion, which clears the lease too (a job that just
 //!   succeeded is not reported as having lost its lease).
+//! - **Google budget.** With a [`Quota`] ([`Worker::with_quota`]) the tick
+//!   stretches the polling interval so that polls fit in
+//!   `PLANSYNC_GOOGLE_POLL_SHARE` of the project budget
+//!   ([`crate::quota::effective_poll_interval`]), and a heartbeat every
+//!   [`HEARTBEAT`] writes this worker's row in `plansync.workers` (calls per
+//!   minute, interval) and hands the live worker count to the quota's
+//!   fallback share.
 //! - **Shutdown.** When the shutdown token is cancelled (SIGTERM/SIGINT), the
 //!   worker stops claiming, lets in-flight jobs finish within
 //!   `PLANSYNC_SHUTDOWN_GRACE_SECS`, then stops the rest and releases their
@@ -34,7 +41,7 @@ pub mod http;
 pub mod notifications;
 
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -51,6 +58,7 @@ pub use handler::{JobContext, JobHandler, SyncJobs};
 
 use crate::config::{QueueSettings, SyncSettings, WorkerSettings};
 use crate::queue::{Job, JobError, Queue, Transition};
+use crate::quota::{self, Quota};
 use crate::store::{self, StoreError};
 
 /// Metric names (Prometheus), recorded through the `metrics` facade. README's
@@ -224,6 +232,11 @@ const TICK: Duration = Duration::from_secs(5);
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// Finished jobs are kept this long (for `resync --wait` and inspection).
 const KEEP_FINISHED: Duration = Duration::from_secs(3600);
+/// How often a running worker writes its heartbeat row (well inside
+/// [`store::workers::LIVE_WINDOW_SECS`]).
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How often the tick recounts the connections to stretch polling.
+const RECOUNT_CONNECTIONS: Duration = Duration::from_secs(60);
 
 /// Everything the runtime needs to know.
 #[derive(Debug, Clone)]
@@ -303,6 +316,14 @@ struct Inner<H> {
     /// Woken when a job finishes, so a job of the same connection that waited
     /// for it is claimed without waiting for the idle poll.
     finished: Notify,
+    /// The Google budget; `None`: no stretching, no fallback share to feed.
+    quota: Option<Quota>,
+    /// The polling interval the last tick used (seconds).
+    poll_interval_secs: AtomicU64,
+    /// When the connections were last counted for the interval: counting
+    /// scans the connections, so it is redone at most every
+    /// [`RECOUNT_CONNECTIONS`], not every tick.
+    counted_at: std::sync::Mutex<Option<Instant>>,
 }
 
 impl<H> Clone for Worker<H> {
@@ -318,10 +339,88 @@ impl<H: JobHandler> Worker<H> {
         Worker {
             inner: Arc::new(Inner {
                 queue: Queue::new(pool, config.queue.clone()),
+                poll_interval_secs: AtomicU64::new(config.poll_interval.as_secs()),
                 config,
                 handler,
                 finished: Notify::new(),
+                quota: None,
+                counted_at: std::sync::Mutex::new(None),
             }),
+        }
+    }
+
+    /// The worker's Google budget (the same [`Quota`] its Google client draws
+    /// on). Call before cloning the worker.
+    pub fn with_quota(mut self, quota: Quota) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_quota is called before the worker is cloned")
+            .quota = Some(quota);
+        self
+    }
+
+    /// The polling interval the last tick used: `PLANSYNC_POLL_INTERVAL_SECS`,
+    /// or longer when the budget stretched it.
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_secs(self.inner.poll_interval_secs.load(Ordering::Relaxed))
+    }
+
+    /// The interval polls must keep now: the configured one, stretched to the
+    /// budget's poll share when there are too many connections for it.
+    async fn effective_poll_interval(&self) -> Result<Duration, StoreError> {
+        let base = self.inner.config.poll_interval.max(Duration::from_secs(1));
+        let Some(quota) = &self.inner.quota else {
+            return Ok(base);
+        };
+        let fresh = self
+            .inner
+            .counted_at
+            .lock()
+            .expect("count lock")
+            .is_some_and(|at| at.elapsed() < RECOUNT_CONNECTIONS);
+        if fresh {
+            return Ok(self.poll_interval());
+        }
+        let connections = store::jobs::pollable_connections(self.inner.queue.pool()).await?;
+        *self.inner.counted_at.lock().expect("count lock") = Some(Instant::now());
+        let interval = quota::effective_poll_interval(base, connections, quota.settings());
+        if interval > base && interval.as_secs() != self.poll_interval().as_secs() {
+            tracing::warn!(
+                connections,
+                interval_secs = interval.as_secs(),
+                configured_secs = base.as_secs(),
+                "polling stretched to fit PLANSYNC_GOOGLE_POLL_SHARE of the Google budget"
+            );
+        }
+        self.inner
+            .poll_interval_secs
+            .store(interval.as_secs(), Ordering::Relaxed);
+        metrics::gauge!(quota::metric::POLL_INTERVAL).set(interval.as_secs_f64());
+        Ok(interval)
+    }
+
+    /// Writes this worker's heartbeat row and hands the live worker count to
+    /// the quota's fallback share.
+    pub async fn heartbeat(&self) -> Result<i64, StoreError> {
+        let cfg = &self.inner.config;
+        let used = self.inner.quota.as_ref().map_or(0, Quota::used_per_min);
+        let live = store::workers::beat(
+            self.inner.queue.pool(),
+            &cfg.worker_id,
+            &cfg.region,
+            i32::try_from(used).unwrap_or(i32::MAX),
+            i32::try_from(self.poll_interval().as_secs()).ok(),
+        )
+        .await?;
+        if let Some(quota) = &self.inner.quota {
+            quota.set_live_workers(live);
+        }
+        Ok(live)
+    }
+
+    async fn leave(&self) {
+        let cfg = &self.inner.config;
+        if let Err(err) = store::workers::leave(self.inner.queue.pool(), &cfg.worker_id).await {
+            tracing::debug!(error = %err, "removing the heartbeat row failed; it ages out");
         }
     }
 
@@ -334,12 +433,13 @@ impl<H: JobHandler> Worker<H> {
         let cfg = &self.inner.config;
         let pool = self.inner.queue.pool();
         let rescued = self.inner.queue.rescue(&cfg.region).await?;
-        let interval = cfg.poll_interval.as_secs().max(1) as i64;
-        // Without a webhook no channel is kept open, so nothing backs off.
+        let interval = self.effective_poll_interval().await?.as_secs().max(1) as i64;
+        // Without a webhook no channel is kept open, so nothing backs off; a
+        // budget that stretches polling beyond the backstop stretches it too.
         let backstop = cfg
             .webhook_url
             .as_ref()
-            .map(|_| cfg.poll_backstop.as_secs().max(1) as i64);
+            .map(|_| (cfg.poll_backstop.as_secs().max(1) as i64).max(interval));
         let scheduled = store::jobs::schedule_pulls(pool, &cfg.region, interval, backstop).await?;
         let upkeep = self.channel_upkeep().await?;
         store::jobs::prune(
@@ -380,6 +480,8 @@ impl<H: JobHandler> Worker<H> {
     /// including follow-ups that become due during the pass, until none is
     /// left to claim and none is running.
     pub async fn run_once(&self) -> Result<PassReport, WorkerError> {
+        // Counted among the live workers for the pass (the fallback share).
+        self.heartbeat().await?;
         let (scheduled, rescued) = self.tick().await?;
         let mut report = PassReport {
             scheduled,
@@ -410,6 +512,7 @@ impl<H: JobHandler> Worker<H> {
                 }
             }
         }
+        self.leave().await;
         Ok(report)
     }
 
@@ -420,6 +523,22 @@ impl<H: JobHandler> Worker<H> {
         let hard_stop = CancellationToken::new();
         let slots = Arc::new(Semaphore::new(cfg.concurrency));
         let mut listener = self.listen().await;
+        if let Err(err) = self.heartbeat().await {
+            tracing::warn!(error = %err, "worker heartbeat failed");
+        }
+        let beater = self.clone();
+        let beat_stop = shutdown.clone();
+        tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = beat_stop.cancelled() => break,
+                    _ = tokio::time::sleep(HEARTBEAT) => {}
+                }
+                if let Err(err) = beater.heartbeat().await {
+                    tracing::warn!(error = %err, "worker heartbeat failed");
+                }
+            }
+        });
 
         let ticker = self.clone();
         let tick_stop = shutdown.clone();
@@ -495,6 +614,7 @@ impl<H: JobHandler> Worker<H> {
                 tracing::error!("some jobs did not stop; their leases will expire");
             }
         }
+        self.leave().await;
         tracing::info!("worker stopped");
         Ok(())
     }

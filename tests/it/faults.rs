@@ -15,7 +15,7 @@ use plansync::config::{DatabaseSettings, Env};
 use plansync::crypto::TokenCipher;
 use plansync::fake_google::{FakeGoogle, FakeGoogleOptions, Fault, Operation};
 use plansync::ids::{CalendarId, RefreshToken, UserId};
-use plansync::store::connections::NewConnection;
+use plansync::store::connections::{ConnectionAuth, NewConnection};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
@@ -198,7 +198,9 @@ impl Fleet {
                 region: None,
                 default_region: "default",
                 push_target,
-                refresh_token_enc: cipher.encrypt(UserId(user), &calendar, token),
+                auth: ConnectionAuth::RefreshToken {
+                    encrypted: cipher.encrypt(UserId(user), &calendar, token),
+                },
             },
         )
         .await

@@ -5,6 +5,7 @@ mod harness;
 
 mod catch_up;
 mod contract;
+mod delegation;
 mod deltas;
 mod fake_google;
 mod faults;
@@ -17,6 +18,7 @@ mod pool;
 mod pull;
 mod push;
 mod queue;
+mod quota;
 mod realtime;
 mod realtime_streams;
 mod redis_tls;

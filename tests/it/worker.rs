@@ -408,7 +408,7 @@ async fn on_shutdown_a_job_that_finishes_within_the_grace_period_completes() {
 }
 
 /// Reads the child's stderr until a line contains `needle`; returns that line.
-async fn wait_for_line(
+pub async fn wait_for_line(
     lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
     needle: &str,
 ) -> String {
@@ -424,7 +424,7 @@ async fn wait_for_line(
     found.unwrap_or_else(|_| panic!("no {needle:?} on stderr within 30 s"))
 }
 
-async fn http_get(addr: &str, path: &str) -> (u16, String) {
+pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream
         .write_all(

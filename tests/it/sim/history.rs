@@ -12,7 +12,7 @@ use futures::StreamExt;
 use plansync::fake_google::{Fault, Lost, Operation};
 use plansync::ids::{CalendarId, ConnectionId, RefreshToken, UserId};
 use plansync::queue::{JobKind, Queue};
-use plansync::store::connections::NewConnection;
+use plansync::store::connections::{ConnectionAuth, NewConnection};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Map, Value};
@@ -223,11 +223,13 @@ impl Sim {
                 region: None,
                 default_region: "default",
                 push_target: false,
-                refresh_token_enc: self
-                    .sync
-                    .app
-                    .cipher()
-                    .encrypt(UserId(USER), &calendar, &token),
+                auth: ConnectionAuth::RefreshToken {
+                    encrypted: self
+                        .sync
+                        .app
+                        .cipher()
+                        .encrypt(UserId(USER), &calendar, &token),
+                },
             },
         )
         .await
