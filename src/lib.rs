@@ -7,6 +7,7 @@
 //! layer consumes. Later layers (the Google boundary, the queue, sync, the
 //! worker) build on these and only ever talk to their neighbours.
 
+pub mod channel;
 pub mod config;
 pub mod crypto;
 pub mod deltas;

@@ -88,6 +88,10 @@ pub struct ConnectionStatus {
     /// The connection's most recent conflict: which side won, what kind, the
     /// losing values and when.
     pub last_conflict: Option<sqlx::types::Json<serde_json::Value>>,
+    /// When the connection's live notification channel expires; `null`
+    /// without one (polling at `PLANSYNC_POLL_INTERVAL_SECS` then).
+    #[serde(with = "timestamp::option")]
+    pub channel_expires_at: Option<DateTime<Utc>>,
     /// How the connection authenticates: `refresh_token` or `delegated`.
     pub auth: String,
     /// The Workspace member a delegated connection acts as; `null` otherwise.
@@ -247,9 +251,9 @@ impl StatusReport {
                     c.sync_token_at.map_or("-".to_owned(), |t| age(now, t)),
                     yes_no(c.needs_reauth),
                     yes_no(c.calendar_gone),
-                    // Notification channels are not part of this build:
-                    // every connection is polled.
-                    "poll".to_owned(),
+                    // A live notification channel, or polling.
+                    c.channel_expires_at
+                        .map_or("poll".to_owned(), |t| format!("live, {} left", age(t, now))),
                     c.pending_pushes.unwrap_or(0).to_string(),
                     last_error,
                     c.last_conflict
@@ -473,6 +477,7 @@ mod tests {
                     "winner": "google", "kind": "edit", "detectedAt": "2026-12-01T11:57:00.000Z"
                 }))),
                 failing_since: minutes(30),
+                channel_expires_at: None,
                 skipped_events: sqlx::types::Json(serde_json::json!([])),
                 parked_pushes: sqlx::types::Json(serde_json::json!([])),
                 auth: "refresh_token".to_owned(),

@@ -22,6 +22,10 @@ pub struct FakeGoogleArgs {
     /// Cap every events.list page at this many items.
     #[arg(long, conflicts_with_all = ["record", "replay"])]
     page_cap: Option<usize>,
+    /// Grant notification channels at most this many seconds (default: a
+    /// week, as Google), so renewals can be watched.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    channel_ttl_secs: Option<u64>,
     /// Milliseconds added to every API and token call (Google-like latency).
     #[arg(long, default_value_t = 0, conflicts_with_all = ["record", "replay"], value_parser = clap::value_parser!(u64).range(0..=60_000))]
     latency_ms: u64,
@@ -108,6 +112,10 @@ pub async fn run(args: FakeGoogleArgs) -> anyhow::Result<ExitCode> {
         addr: args.addr,
         fixtures: Some(fixtures.clone()),
         page_cap: args.page_cap,
+        channel_ttl: args.channel_ttl_secs.map_or(
+            FakeGoogleOptions::default().channel_ttl,
+            std::time::Duration::from_secs,
+        ),
         latency: std::time::Duration::from_millis(args.latency_ms),
         ..FakeGoogleOptions::default()
     })

@@ -30,7 +30,8 @@ enum Command {
     /// Register a calendar connection (refresh token: first line of stdin; or
     /// --impersonate EMAIL for Workspace domain-wide delegation).
     Connect(admin::ConnectArgs),
-    /// Stop syncing a connection and forget its token.
+    /// Stop syncing a connection and forget its token (its notification
+    /// channel is stopped by a job first).
     Disconnect(admin::DisconnectArgs),
     /// Show connections, the job queue and the outbox.
     Status(admin::StatusArgs),

@@ -110,7 +110,8 @@ pub async fn run(env: &Env, args: RunArgs) -> anyhow::Result<ExitCode> {
     let google = google_client(env, &pool, &google, &settings.region)
         .await?
         .with_budget(Arc::new(quota.clone()));
-    let deps = SyncDeps::new(google, cipher, sync.clone());
+    let deps =
+        SyncDeps::new(google, cipher, sync.clone()).with_webhook_url(settings.webhook_url.clone());
     let worker = Worker::new(pool.clone(), config, SyncJobs::new(deps)).with_quota(quota);
     let relay_settings = RelaySettings {
         retention: outbox_retention,

@@ -196,6 +196,13 @@ async fn route(
                 serde_json::to_value(channels).unwrap_or(Value::Null),
             ))
         }
+        (&Method::GET, ["channels", "stopped"]) => {
+            let channels = shared.lock().channels.stopped();
+            Ok(Reply::json(
+                StatusCode::OK,
+                serde_json::to_value(channels).unwrap_or(Value::Null),
+            ))
+        }
         (&Method::POST, ["channels", id, "notify"]) => {
             let req: NotifyRequest = if bytes.is_empty() {
                 NotifyRequest { state: None }

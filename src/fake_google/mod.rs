@@ -93,6 +93,9 @@ pub struct FakeGoogleOptions {
     /// POST an `exists` notification to every live channel of a calendar
     /// after each change of it, as Google does.
     pub notify_on_change: bool,
+    /// The longest notification-channel lifetime granted (Google: a week by
+    /// default); shorter ones let tests watch renewals.
+    pub channel_ttl: Duration,
     /// Added to every API and token call (not the admin routes), so
     /// benchmarks and tests can run under Google-like latency.
     pub latency: Duration,
@@ -106,6 +109,7 @@ impl Default for FakeGoogleOptions {
             page_cap: None,
             access_token_ttl: Duration::from_secs(3599),
             notify_on_change: true,
+            channel_ttl: watch::DEFAULT_TTL,
             latency: Duration::ZERO,
         }
     }
@@ -184,6 +188,7 @@ pub(crate) struct Inner {
 pub(crate) struct Shared {
     inner: Mutex<Inner>,
     notify_on_change: bool,
+    http: watch::NotifyClient,
     /// `events.list` calls being answered now, and the most there ever were
     /// at once: how a test sees how many listings a worker keeps in flight.
     in_flight: std::sync::atomic::AtomicUsize,
@@ -242,7 +247,7 @@ impl Shared {
             .channels
             .next_message(channel_id)
             .ok_or_else(|| NotifyError::NoChannel(channel_id.to_owned()))?;
-        watch::post(&channel, state).await
+        watch::post(&self.http, &channel, state).await
     }
 }
 
@@ -298,12 +303,13 @@ impl FakeGoogle {
                 oauth,
                 faults: Faults::default(),
                 log: RequestLog::default(),
-                channels: Channels::default(),
+                channels: Channels::new(options.channel_ttl),
                 page_cap: options.page_cap,
                 latency: options.latency,
                 raw_items: HashMap::new(),
             }),
             notify_on_change: options.notify_on_change,
+            http: watch::notify_client(),
             in_flight: Default::default(),
             max_in_flight: Default::default(),
         });
@@ -567,9 +573,15 @@ impl FakeGoogle {
         self.shared.lock().log.clear();
     }
 
-    /// The registered notification channels.
+    /// The registered notification channels (not stopped; expired ones
+    /// included: see [`Channel::is_live`]).
     pub fn channels(&self) -> Vec<Channel> {
         self.shared.lock().channels.list()
+    }
+
+    /// The channels `channels.stop` stopped, in that order.
+    pub fn stopped_channels(&self) -> Vec<Channel> {
+        self.shared.lock().channels.stopped()
     }
 
     /// POSTs one notification on a channel now; returns the receiver's status.

@@ -4,6 +4,13 @@
 //! A notification is an empty POST with Google's `X-Goog-*` headers: `sync`
 //! right after a channel is created, `exists` after a change of its calendar.
 //! Addresses may be plain `http://` (Google demands HTTPS; tests cannot).
+//!
+//! As Google: the granted expiration is the requested `params.ttl` (default
+//! a week) capped by the emulator's `channel_ttl` (`--channel-ttl-secs`, so
+//! tests can watch renewals); an expired or stopped channel gets no more
+//! notifications; the `resourceId` names the watched calendar (every channel
+//! on one calendar gets the same), so `channels.stop` needs it to match.
+//! Stopped channels stay listed in [`Channels::stopped`] for observers.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -19,7 +26,7 @@ use serde_json::{json, Value};
 use super::errors::ApiError;
 
 /// Google's default channel lifetime for Calendar (one week).
-const DEFAULT_TTL: TimeDelta = TimeDelta::days(7);
+pub const DEFAULT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// A registered notification channel.
 #[derive(Debug, Clone, Serialize)]
@@ -32,6 +39,15 @@ pub struct Channel {
     pub expiration: DateTime<Utc>,
     /// The `X-Goog-Message-Number` of the last notification sent.
     pub message_number: u64,
+    /// When `channels.stop` stopped it (only in [`Channels::stopped`]).
+    pub stopped_at: Option<DateTime<Utc>>,
+}
+
+impl Channel {
+    /// Registered, not stopped, not expired.
+    pub fn is_live(&self) -> bool {
+        self.stopped_at.is_none() && self.expiration > Utc::now()
+    }
 }
 
 /// `X-Goog-Resource-State`.
@@ -50,9 +66,13 @@ impl ResourceState {
     }
 }
 
-#[derive(Default)]
 pub(crate) struct Channels {
     map: HashMap<String, Channel>,
+    stopped: Vec<Channel>,
+    /// One resource id per watched calendar, as Google's.
+    resource_ids: HashMap<String, String>,
+    /// The longest lifetime granted.
+    max_ttl: TimeDelta,
 }
 
 fn resource_uri(calendar_id: &str) -> String {
@@ -61,6 +81,15 @@ fn resource_uri(calendar_id: &str) -> String {
 }
 
 impl Channels {
+    pub fn new(max_ttl: Duration) -> Self {
+        Channels {
+            map: HashMap::new(),
+            stopped: Vec::new(),
+            resource_ids: HashMap::new(),
+            max_ttl: TimeDelta::from_std(max_ttl).unwrap_or(TimeDelta::MAX),
+        }
+    }
+
     /// `events.watch`: registers a channel and returns Google's resource.
     pub fn watch(&mut self, calendar_id: &str, body: &Value) -> Result<(Channel, Value), ApiError> {
         let id = body["id"]
@@ -100,8 +129,8 @@ impl Channels {
             .as_str()
             .and_then(|t| t.parse::<i64>().ok())
             .map(TimeDelta::seconds)
-            .unwrap_or(DEFAULT_TTL);
-        let mut expiration = now + ttl.min(DEFAULT_TTL * 4);
+            .unwrap_or(TimeDelta::from_std(DEFAULT_TTL).expect("a week fits"));
+        let mut expiration = now + ttl.min(self.max_ttl);
         if let Some(ms) = body["expiration"]
             .as_str()
             .and_then(|t| t.parse::<i64>().ok())
@@ -113,12 +142,17 @@ impl Channels {
         }
         let channel = Channel {
             id: id.to_owned(),
-            resource_id: random_resource_id(),
+            resource_id: self
+                .resource_ids
+                .entry(calendar_id.to_owned())
+                .or_insert_with(random_resource_id)
+                .clone(),
             calendar_id: calendar_id.to_owned(),
             address: address.to_owned(),
             token: body["token"].as_str().map(str::to_owned),
             expiration,
             message_number: 0,
+            stopped_at: None,
         };
         let mut resource = json!({
             "kind": "api#channel",
@@ -140,11 +174,19 @@ impl Channels {
         let resource_id = body["resourceId"].as_str().unwrap_or_default();
         match self.map.get(id) {
             Some(channel) if channel.resource_id == resource_id => {
-                self.map.remove(id);
+                if let Some(mut channel) = self.map.remove(id) {
+                    channel.stopped_at = Some(Utc::now());
+                    self.stopped.push(channel);
+                }
                 Ok(())
             }
             _ => Err(ApiError::not_found()),
         }
+    }
+
+    /// Channels stopped by `channels.stop`, in the order they were stopped.
+    pub fn stopped(&self) -> Vec<Channel> {
+        self.stopped.clone()
     }
 
     pub fn list(&self) -> Vec<Channel> {
@@ -197,9 +239,21 @@ pub enum NotifyError {
     Timeout,
 }
 
+/// The client notifications go out on: one per emulator, so keep-alive
+/// connections to a receiver are reused as Google's would be.
+pub(crate) type NotifyClient =
+    Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+pub(crate) fn notify_client() -> NotifyClient {
+    Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>()
+}
+
 /// POSTs one notification and returns the receiver's HTTP status.
-pub(crate) async fn post(channel: &Channel, state: ResourceState) -> Result<u16, NotifyError> {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+pub(crate) async fn post(
+    client: &NotifyClient,
+    channel: &Channel,
+    state: ResourceState,
+) -> Result<u16, NotifyError> {
     let mut request = http::Request::post(channel.address.as_str())
         .header("X-Goog-Channel-ID", &channel.id)
         .header(

@@ -121,6 +121,12 @@ pub async fn connect(pool: &PgPool, new: NewConnection<'_>) -> Result<ConnectOut
     // The first (or, after re-authorisation, a fresh) full sync, due at once,
     // committed with the connection so it can never be missing.
     super::jobs::enqueue(&mut tx, "full_resync", id, None, true).await?;
+    if !created {
+        // A re-connect replaces the connection's notification channel: the
+        // old one (opened with the old grant) is stopped by a watch job, and
+        // a new one opens after the full sync enqueued above.
+        super::channels::retire_all(&mut tx, id).await?;
+    }
     if was_active == Some(false) {
         // While disconnected the triggers recorded nothing for this calendar:
         // what changed locally meanwhile is pushed now.
@@ -131,20 +137,34 @@ pub async fn connect(pool: &PgPool, new: NewConnection<'_>) -> Result<ConnectOut
 }
 
 /// Stops syncing a connection and forgets its tokens. Its links stay, inactive
-/// with it. Disconnecting twice is not an error.
+/// with it. Disconnecting twice is not an error. A connection with
+/// notification channels keeps its (encrypted) refresh token until the watch
+/// job enqueued here has stopped them (or failed to for good): stopping a
+/// channel needs the user's grant.
 pub async fn disconnect(pool: &PgPool, id: ConnectionId) -> Result<(), StoreError> {
-    let updated = sqlx::query(
-        "UPDATE plansync.connections SET active = FALSE, refresh_token_enc = NULL, \
+    let mut tx = pool.begin().await?;
+    // Locked first, so a watch job recording a channel it is about to open
+    // (it share-locks this row) is either seen below or sees us.
+    let found: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM plansync.connections WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if found.is_none() {
+        return Err(StoreError::UnknownConnection(id));
+    }
+    let channels_to_stop = super::channels::retire_all(&mut tx, id).await?;
+    sqlx::query(
+        "UPDATE plansync.connections SET active = FALSE, \
+             refresh_token_enc = CASE WHEN $2 THEN refresh_token_enc END, \
              sync_token = NULL, sync_token_at = NULL, updated_at = now() \
          WHERE id = $1",
     )
     .bind(id)
-    .execute(pool)
-    .await?
-    .rows_affected();
-    if updated == 0 {
-        return Err(StoreError::UnknownConnection(id));
-    }
+    .bind(channels_to_stop > 0)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
     Ok(())
 }
 

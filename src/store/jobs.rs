@@ -80,7 +80,9 @@ pub async fn enqueue(
 
 /// Claims the next due job of `region` among `kinds`, skipping jobs locked by
 /// another claimer, connections that already run a job, and connections that
-/// cannot run one now (inactive, needing re-auth, calendar gone). The
+/// cannot run one now (inactive, needing re-auth, calendar gone) — except
+/// the watch job of a disconnected connection, which stops its notification
+/// channels with the token kept for that (and gives up if the grant is gone). The
 /// connection row is locked `FOR NO KEY UPDATE SKIP LOCKED` too, so two
 /// claimers do not both pick jobs of one connection; the partial unique index
 /// on running jobs settles the rare race left, which is retried here.
@@ -99,7 +101,8 @@ pub async fn claim(
                  JOIN plansync.connections c ON c.id = j.connection_id \
                  WHERE j.state = 'queued' AND j.region = $1 AND j.run_at <= now() \
                    AND j.kind = ANY($2) \
-                   AND c.active AND NOT c.needs_reauth AND NOT c.calendar_gone \
+                   AND ((c.active AND NOT c.needs_reauth AND NOT c.calendar_gone) \
+                        OR (j.kind = 'watch' AND NOT c.active)) \
                    AND NOT EXISTS (SELECT 1 FROM plansync.jobs r \
                                    WHERE r.connection_id = j.connection_id \
                                      AND r.state = 'running') \
@@ -269,20 +272,27 @@ pub async fn pollable_connections(pool: &PgPool) -> Result<i64, StoreError> {
 /// slots are `interval` long and each connection's are shifted by a stable
 /// offset (a hash of its id), so a fleet's polls spread over the interval
 /// while each connection still polls once per interval. Connections needing
-/// re-auth or whose calendar is gone are skipped.
+/// re-auth or whose calendar is gone are skipped. With `backstop_secs`, a
+/// connection with a live notification channel polls at that interval
+/// instead (notifications bring its changes; polling is the backstop).
 pub async fn schedule_pulls(
     pool: &PgPool,
     region: &str,
     interval_secs: i64,
+    backstop_secs: Option<i64>,
 ) -> Result<u64, StoreError> {
     let rows = sqlx::query(
         "INSERT INTO plansync.jobs (kind, connection_id, region, priority) \
-         SELECT 'pull', c.id, c.region, $3 FROM plansync.connections c \
+         SELECT 'pull', c.id, c.region, $4 FROM plansync.connections c \
+         CROSS JOIN LATERAL (SELECT CASE WHEN $3::BIGINT IS NOT NULL AND EXISTS ( \
+                 SELECT 1 FROM plansync.channels ch WHERE ch.connection_id = c.id \
+                   AND ch.state = 'live' AND ch.retired_at IS NULL AND ch.expires_at > now()) \
+             THEN $3::BIGINT ELSE $2::BIGINT END AS secs) iv \
          WHERE c.region = $1 AND c.active AND NOT c.needs_reauth AND NOT c.calendar_gone \
            AND (c.last_pull_at IS NULL OR c.last_pull_at < now() - make_interval(secs => \
                  mod(extract(epoch FROM now())::NUMERIC \
-                     - mod(abs(hashint8(c.id)::BIGINT), $2::BIGINT)::NUMERIC + $2::NUMERIC, \
-                     $2::NUMERIC)::FLOAT8)) \
+                     - mod(abs(hashint8(c.id)::BIGINT), iv.secs)::NUMERIC + iv.secs::NUMERIC, \
+                     iv.secs::NUMERIC)::FLOAT8)) \
            AND (c.backoff_until IS NULL OR c.backoff_until <= now()) \
            AND NOT EXISTS (SELECT 1 FROM plansync.jobs j \
                            WHERE j.connection_id = c.id AND j.kind IN ('pull', 'full_resync') \
@@ -292,6 +302,7 @@ pub async fn schedule_pulls(
     )
     .bind(region)
     .bind(interval_secs)
+    .bind(backstop_secs)
     .bind(SCHEDULED_POLL_PRIORITY)
     .execute(pool)
     .await?

@@ -6,6 +6,7 @@
 //! retry, everything else is final for the operation that got it.
 
 pub mod appointments;
+pub mod channels;
 pub mod conflicts;
 pub mod connections;
 pub mod jobs;

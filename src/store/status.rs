@@ -31,6 +31,9 @@ pub async fn connections(
                       'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')) \
               FROM plansync.conflicts k WHERE k.connection_id = c.id \
               ORDER BY k.id DESC LIMIT 1) AS last_conflict, \
+             (SELECT max(ch.expires_at) FROM plansync.channels ch \
+              WHERE ch.connection_id = c.id AND ch.state = 'live' AND ch.retired_at IS NULL \
+                AND ch.expires_at > now()) AS channel_expires_at, \
              CASE WHEN c.subject IS NULL THEN 'refresh_token' ELSE 'delegated' END AS auth, \
              c.subject, \
              c.failing_since, \

@@ -15,6 +15,7 @@
 pub mod pull;
 pub mod push;
 pub mod reconcile;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -34,6 +35,9 @@ pub struct SyncDeps {
     pub google: GoogleClient,
     pub cipher: TokenCipher,
     pub settings: SyncSettings,
+    /// `PLANSYNC_WEBHOOK_URL`: where notification channels point; `None`,
+    /// no channels (the watch job stops any left).
+    pub webhook_url: Option<String>,
     tokens: Mutex<HashMap<ConnectionId, (Vec<u8>, TokenProvider)>>,
 }
 
@@ -52,8 +56,15 @@ impl SyncDeps {
             google,
             cipher,
             settings,
+            webhook_url: None,
             tokens: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Sets where notification channels point (`PLANSYNC_WEBHOOK_URL`).
+    pub fn with_webhook_url(mut self, url: Option<String>) -> Self {
+        self.webhook_url = url;
+        self
     }
 
     /// The calendar client of a connection: over its refresh token, or over

@@ -7,10 +7,7 @@
 //! decides between retry, snooze and dead.
 //!
 //! [`SyncJobs`] is the production handler. It dispatches on the job's kind;
-//! each arm is one line, so a sync module plugs in by replacing its arm, e.g.
-//! `JobKind::Pull | JobKind::FullResync => crate::sync::pull::run(self, ctx, job).await`.
-//! Until then a kind fails with a clear, fatal error: no job pretends to
-//! succeed.
+//! each arm is one line into its sync module.
 
 use std::future::Future;
 
@@ -64,11 +61,7 @@ impl JobHandler for SyncJobs {
                 crate::sync::pull::run(&self.deps, ctx, job).await
             }
             JobKind::Push => crate::sync::push::run(&self.deps, ctx, job).await,
-            JobKind::Watch => Err(not_built("notification channels")),
+            JobKind::Watch => crate::sync::watch::run(&self.deps, ctx, job).await,
         }
     }
-}
-
-fn not_built(what: &str) -> JobError {
-    JobError::Fatal(format!("{what} is not part of this build yet"))
 }

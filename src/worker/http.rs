@@ -1,7 +1,7 @@
 //! `run`'s HTTP side: `/healthz` (the process answers), `/readyz` (the
 //! database answers and carries this binary's migrations; Redis is reported,
-//! never required), `/metrics` (Prometheus text). The Google notification
-//! route joins this router in a later issue.
+//! never required), `/metrics` (Prometheus text), and Google's notifications
+//! ([`super::notifications`]).
 
 use std::time::Duration;
 
@@ -40,10 +40,11 @@ pub fn router_with_redis(
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
         .with_state(AppState {
-            pool,
+            pool: pool.clone(),
             metrics,
             redis,
         })
+        .merge(super::notifications::router(pool))
 }
 
 /// 200 when the database answers and its migrations are exactly this

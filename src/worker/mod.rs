@@ -11,8 +11,11 @@
 //!   pass): rescue expired leases of the region, enqueue a pull, due at once,
 //!   for each due connection ([`store::jobs::schedule_pulls`]: never pulled, or
 //!   not since its polling slot began; slots are `PLANSYNC_POLL_INTERVAL_SECS`
-//!   long, shifted per connection by a stable offset), and prune finished jobs
-//!   older than an hour. The scheduler never postpones a job it enqueues.
+//!   long, shifted per connection by a stable offset;
+//!   `PLANSYNC_POLL_BACKSTOP_SECS` for a connection with a live notification
+//!   channel), channel upkeep (watch jobs, see [`crate::sync::watch`]), and
+//!   prune finished jobs older than an hour. The scheduler never postpones a
+//!   job it enqueues.
 //! - **Each job** runs in a `job` tracing span (id, kind, connection,
 //!   attempt) with a heartbeat extending its lease every third of it; when a
 //!   heartbeat finds the lease gone, the job's token is cancelled, the handler
@@ -35,6 +38,7 @@ pub mod api;
 pub mod gauges;
 pub mod handler;
 pub mod http;
+pub mod notifications;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -92,6 +96,8 @@ pub mod metric {
     pub const SKIPPED_EVENTS: &str = "plansync_skipped_events_total";
     /// Live Google notification channels (gauge; set by the channel upkeep).
     pub const CHANNELS_LIVE: &str = "plansync_notification_channels_live";
+    /// Notifications received on `/google/notifications`, by `outcome`.
+    pub const NOTIFICATIONS: &str = "plansync_notifications_total";
     /// 1 when this replica's last Redis probe answered, else 0 (gauge).
     pub const REDIS_UP: &str = "plansync_redis_up";
 
@@ -163,7 +169,26 @@ pub mod metric {
         );
         describe_counter!(CONFLICTS, "Conflicts recorded, by winner and kind");
         describe_counter!(SKIPPED_EVENTS, "Google events set aside as unreadable");
-        describe_gauge!(CHANNELS_LIVE, "Live Google notification channels");
+        describe_gauge!(
+            CHANNELS_LIVE,
+            "Live Google notification channels of the region"
+        );
+        describe_counter!(
+            NOTIFICATIONS,
+            "Google notifications received, by outcome (accepted, sync, unknown_channel, \
+             bad_token, stale, unavailable)"
+        );
+        for outcome in [
+            "accepted",
+            "sync",
+            "unknown_channel",
+            "bad_token",
+            "stale",
+            "unavailable",
+        ] {
+            metrics::counter!(NOTIFICATIONS, "outcome" => outcome).increment(0);
+        }
+        crate::sync::watch::metric::describe();
         describe_gauge!(REDIS_UP, "1 when Redis answered this replica's last probe");
 
         for kind in JobKind::ALL {
@@ -220,6 +245,11 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     pub shutdown_grace: Duration,
     pub poll_interval: Duration,
+    /// Polling interval of a connection with a live notification channel.
+    pub poll_backstop: Duration,
+    /// `PLANSYNC_WEBHOOK_URL`: the scheduler keeps channels open to it (or,
+    /// unset, stops those left).
+    pub webhook_url: Option<String>,
     pub queue: QueueSettings,
     /// `host:pid`, shown as `lockedBy`.
     pub worker_id: String,
@@ -232,6 +262,8 @@ impl WorkerConfig {
             concurrency: worker.concurrency,
             shutdown_grace: worker.shutdown_grace,
             poll_interval: sync.poll_interval,
+            poll_backstop: sync.poll_backstop,
+            webhook_url: worker.webhook_url.clone(),
             queue: queue.clone(),
             worker_id: default_worker_id(),
         }
@@ -396,23 +428,52 @@ impl<H: JobHandler> Worker<H> {
         &self.inner.queue
     }
 
-    /// One scheduler tick: rescue, schedule due pulls, prune.
+    /// One scheduler tick: rescue, schedule due pulls, channel upkeep, prune.
     pub async fn tick(&self) -> Result<(u64, u64), StoreError> {
         let cfg = &self.inner.config;
+        let pool = self.inner.queue.pool();
         let rescued = self.inner.queue.rescue(&cfg.region).await?;
         let interval = self.effective_poll_interval().await?.as_secs().max(1) as i64;
-        let scheduled =
-            store::jobs::schedule_pulls(self.inner.queue.pool(), &cfg.region, interval).await?;
+        // Without a webhook no channel is kept open, so nothing backs off; a
+        // budget that stretches polling beyond the backstop stretches it too.
+        let backstop = cfg
+            .webhook_url
+            .as_ref()
+            .map(|_| (cfg.poll_backstop.as_secs().max(1) as i64).max(interval));
+        let scheduled = store::jobs::schedule_pulls(pool, &cfg.region, interval, backstop).await?;
+        let upkeep = self.channel_upkeep().await?;
         store::jobs::prune(
-            self.inner.queue.pool(),
+            pool,
             KEEP_FINISHED.as_secs_f64(),
             self.inner.queue.settings().dead_retention.as_secs_f64(),
         )
         .await?;
-        if scheduled > 0 {
-            tracing::debug!(scheduled, "scheduled pulls");
+        if scheduled > 0 || upkeep > 0 {
+            tracing::debug!(scheduled, upkeep, "scheduled pulls and channel upkeep");
         }
         Ok((scheduled, rescued.requeued + rescued.dead))
+    }
+
+    /// Watch jobs for connections whose channels need opening, renewing or
+    /// stopping; the refresh tokens of disconnected connections whose stop
+    /// will not run any more; the live-channel gauge. Returns the watch jobs
+    /// scheduled.
+    async fn channel_upkeep(&self) -> Result<u64, StoreError> {
+        let cfg = &self.inner.config;
+        let pool = self.inner.queue.pool();
+        let scheduled =
+            store::channels::schedule_upkeep(pool, &cfg.region, cfg.webhook_url.as_deref()).await?;
+        let settled = store::channels::settle_abandoned(pool, &cfg.region).await?;
+        if settled > 0 {
+            tracing::warn!(
+                connections = settled,
+                "gave up stopping the channels of disconnected connections; tokens forgotten"
+            );
+        }
+        store::channels::prune(pool).await?;
+        let live = store::channels::count_live(pool, &cfg.region).await?;
+        metrics::gauge!(metric::CHANNELS_LIVE).set(live as f64);
+        Ok(scheduled)
     }
 
     /// One pass (`run --once`): a tick, then every due job of the region,

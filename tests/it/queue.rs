@@ -33,6 +33,8 @@ pub fn worker_config(region: &str, queue: QueueSettings) -> WorkerConfig {
         concurrency: 4,
         shutdown_grace: Duration::from_secs(5),
         poll_interval: Duration::from_secs(300),
+        poll_backstop: Duration::from_secs(3600),
+        webhook_url: None,
         queue,
         worker_id: format!("test-{}:{}", region, std::process::id()),
     }

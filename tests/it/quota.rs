@@ -73,6 +73,8 @@ async fn replica(
         concurrency,
         shutdown_grace: Duration::from_secs(5),
         poll_interval: Duration::from_secs(300),
+        poll_backstop: Duration::from_secs(3600),
+        webhook_url: None,
         queue: queue_settings(8, 0, 60),
         worker_id: format!("replica-{name}"),
     };
