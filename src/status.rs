@@ -276,8 +276,8 @@ impl StatusReport {
                     let _ = writeln!(
                         out,
                         "        {}: {}",
-                        s["eventId"].as_str().unwrap_or("(no id)"),
-                        s["reason"].as_str().unwrap_or("")
+                        crate::text::error_text(s["eventId"].as_str().unwrap_or("(no id)")),
+                        crate::text::error_text(s["reason"].as_str().unwrap_or(""))
                     );
                 }
             }
@@ -288,7 +288,7 @@ impl StatusReport {
                         out,
                         "        appointment {}: {}",
                         p["appointmentId"],
-                        p["reason"].as_str().unwrap_or("")
+                        crate::text::error_text(p["reason"].as_str().unwrap_or(""))
                     );
                 }
             }

@@ -297,6 +297,16 @@ async fn fetch(
         .ok_or_else(|| TokenError::Malformed {
             detail: "the answer carries no access_token".to_owned(),
         })?;
+    // The same rule as for refresh-token grants: the token goes into a
+    // header, so a CR/LF (or anything unprintable) must never get that far.
+    if value.len() > 8 * 1024 || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(TokenError::Malformed {
+            detail: format!(
+                "the access token is not a header-safe string ({} bytes)",
+                value.len()
+            ),
+        });
+    }
     let lifetime = lifetime(token.expiration_time().map(|t| t.unix_timestamp()))?;
     Ok((AccessToken::new(value), lifetime))
 }

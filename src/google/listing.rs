@@ -51,6 +51,10 @@ pub struct SkippedEvent {
     /// most [`SKIPPED_ID_CHARS`] characters (cut with `…`). `None` when the
     /// event has no readable id.
     pub event_id: Option<String>,
+    /// The whole id, when it is one an appointment could be linked to (at
+    /// most 1024 characters, no NUL): what keeps that appointment from a full
+    /// sync's sweep while its event cannot be read.
+    pub match_id: Option<String>,
     pub reason: String,
 }
 
@@ -58,6 +62,9 @@ impl SkippedEvent {
     fn new(raw_id: Option<&str>, reason: impl std::fmt::Display) -> Self {
         SkippedEvent {
             event_id: raw_id.map(skipped_id),
+            match_id: raw_id
+                .filter(|id| !id.contains('\0') && id.len() <= super::mapping::MAX_EVENT_ID_CHARS)
+                .map(str::to_owned),
             reason: text::cut(&text::error_text(&reason.to_string()), SKIPPED_REASON_CHARS),
         }
     }

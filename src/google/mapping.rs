@@ -113,12 +113,13 @@ pub(crate) fn remote_event(
         .as_deref()
         .filter(|id| !id.is_empty())
         .ok_or_else(|| malformed(None, "no id"))?;
-    if id.chars().count() > MAX_EVENT_ID_CHARS {
+    // Bytes, not characters: the link's unique index must hold the id.
+    if id.len() > MAX_EVENT_ID_CHARS {
         return Err(malformed(
             Some(&crate::text::cut(id, 60)),
             format!(
-                "an id of {} characters (Google's are at most {MAX_EVENT_ID_CHARS})",
-                id.chars().count()
+                "an id of {} bytes (Google's are at most {MAX_EVENT_ID_CHARS})",
+                id.len()
             ),
         ));
     }

@@ -31,8 +31,13 @@ pub struct LinkedAppointment {
     pub etag: Option<Etag>,
     /// `None` when the host deleted the appointment and its push is pending.
     pub row: Option<AppointmentRow>,
-    /// A push of a local change waits (queued) or was parked (dead).
+    /// A push of a local change waits (queued), died (dead) or was parked
+    /// as invalid: the local values are a change Google has not seen, so
+    /// newer-wins decides.
     pub pending_push: bool,
+    /// The appointment's push is parked (invalid host values): a pull that
+    /// overwrites or deletes the row settles it.
+    pub parked: bool,
 }
 
 /// The columns of one appointment.
@@ -104,6 +109,7 @@ struct RowWithLink {
     appointment_id: AppointmentId,
     etag: Option<Etag>,
     pending_push: bool,
+    parked: bool,
     #[sqlx(flatten)]
     appointment: MaybeAppointment,
 }
@@ -117,6 +123,7 @@ impl RowWithLink {
             etag: self.etag,
             row: self.appointment.into_row(self.appointment_id),
             pending_push: self.pending_push,
+            parked: self.parked,
         }
     }
 }
@@ -146,9 +153,13 @@ pub async fn load_linked(
     .await?;
     let sql = format!(
         "SELECT l.id AS link_id, l.event_id, l.appointment_id, l.etag, \
-             EXISTS (SELECT 1 FROM plansync.jobs j WHERE j.kind = 'push' \
+             (EXISTS (SELECT 1 FROM plansync.jobs j WHERE j.kind = 'push' \
                  AND j.appointment_id = l.appointment_id \
-                 AND j.state IN ('queued', 'dead')) AS pending_push, \
+                 AND j.state IN ('queued', 'dead')) OR EXISTS ( \
+                 SELECT 1 FROM plansync.parked_pushes p \
+                 WHERE p.appointment_id = l.appointment_id)) AS pending_push, \
+             EXISTS (SELECT 1 FROM plansync.parked_pushes p \
+                 WHERE p.appointment_id = l.appointment_id) AS parked, \
              {APPOINTMENT_COLUMNS} \
          FROM plansync.links l \
          LEFT JOIN public.appointments a ON a.id = l.appointment_id \
@@ -321,15 +332,18 @@ pub async fn update_fields(
                      $6::TIMESTAMPTZ[], $7::TEXT[], $8::TEXT[], $9::BOOLEAN[]) \
              AS t(id, summary, description, location, start_at, end_at, start_tz, end_tz, all_day) \
          WHERE a.id = t.id \
-         RETURNING a.id, a.user_id, a.created_at, a.updated_at",
+         RETURNING a.id, a.user_id, plansync.storable_time(a.created_at), a.updated_at",
     )
     .bind(&ids);
-    let rows: Vec<(AppointmentId, UserId, DateTime<Utc>, DateTime<Utc>)> =
+    // created_at is the host's and may be `infinity`: read it as every
+    // appointment time is read (updated_at was just set to now()).
+    let rows: Vec<(AppointmentId, UserId, Option<DateTime<Utc>>, DateTime<Utc>)> =
         cols.bind_to(query).fetch_all(conn).await?;
+    let rows = rows
+        .into_iter()
+        .map(|(id, u, c, up)| (id, u, c.unwrap_or(crate::model::UNSTORABLE_TIME), up));
     let by_id: std::collections::HashMap<AppointmentId, (UserId, DateTime<Utc>, DateTime<Utc>)> =
-        rows.into_iter()
-            .map(|(id, u, c, up)| (id, (u, c, up)))
-            .collect();
+        rows.map(|(id, u, c, up)| (id, (u, c, up))).collect();
     Ok(items
         .iter()
         .filter_map(|(id, fields)| {

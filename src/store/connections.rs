@@ -94,6 +94,7 @@ pub async fn connect(pool: &PgPool, new: NewConnection<'_>) -> Result<ConnectOut
              region = COALESCE($3, plansync.connections.region), \
              push_target = plansync.connections.push_target OR EXCLUDED.push_target, \
              active = TRUE, needs_reauth = FALSE, calendar_gone = FALSE, last_error = NULL, \
+             failing_since = NULL, failures = 0, backoff_until = NULL, \
              updated_at = now() \
          RETURNING id, (xmax = 0) AS created",
     )
@@ -186,7 +187,7 @@ pub async fn resync_targets(
     calendar: Option<&CalendarId>,
 ) -> Result<Vec<ResyncTarget>, StoreError> {
     let rows = sqlx::query_as(
-        "UPDATE plansync.connections SET calendar_gone = FALSE, \
+        "UPDATE plansync.connections SET calendar_gone = FALSE, backoff_until = NULL, \
              updated_at = CASE WHEN calendar_gone THEN now() ELSE updated_at END \
          WHERE user_id = $1 AND active AND ($2::TEXT IS NULL OR calendar_id = $2) \
          RETURNING id, calendar_id, needs_reauth",
@@ -313,7 +314,7 @@ pub async fn record_failure(
     let delay: Option<f64> = sqlx::query_scalar(
         "UPDATE plansync.connections SET last_error = $2, \
              failing_since = COALESCE(failing_since, now()), \
-             failures = LEAST(failures + 1, 1000000), \
+             failures = CASE WHEN $3 THEN LEAST(failures + 1, 1000000) ELSE failures END, \
              backoff_until = CASE WHEN $3 THEN now() + make_interval(secs => \
                  LEAST($4::FLOAT8 * power(2::FLOAT8, LEAST(failures, 60)), $5::FLOAT8)) \
                  ELSE backoff_until END, \

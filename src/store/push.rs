@@ -130,10 +130,14 @@ pub async fn lock_appointment(
     conn: &mut PgConnection,
     id: AppointmentId,
 ) -> Result<Option<DateTime<Utc>>, StoreError> {
-    Ok(
-        sqlx::query_scalar("SELECT updated_at FROM public.appointments WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(conn)
-            .await?,
+    // Through storable_time, as the row was read: a host's `infinity` must
+    // neither panic the decode nor differ from the value the push started with.
+    let row: Option<Option<DateTime<Utc>>> = sqlx::query_scalar(
+        "SELECT plansync.storable_time(updated_at) FROM public.appointments \
+         WHERE id = $1 FOR UPDATE",
     )
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(|t| t.unwrap_or(crate::model::UNSTORABLE_TIME)))
 }

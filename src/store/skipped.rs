@@ -87,3 +87,36 @@ pub async fn unpark_push(
         .await?;
     Ok(())
 }
+
+/// Forgets the parked pushes of appointments a pull overwrote with Google's
+/// values or deleted: nothing of theirs is left to send.
+pub async fn unpark_pushes(
+    conn: &mut PgConnection,
+    appointments: &[AppointmentId],
+) -> Result<(), StoreError> {
+    if appointments.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("DELETE FROM plansync.parked_pushes WHERE appointment_id = ANY($1)")
+        .bind(appointments)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Forgets a connection's set-aside events not seen since `since`: a full
+/// listing that started then no longer shows them.
+pub async fn forget_unseen(
+    conn: &mut PgConnection,
+    connection: ConnectionId,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "DELETE FROM plansync.skipped_events WHERE connection_id = $1 AND last_seen_at < $2",
+    )
+    .bind(connection)
+    .bind(since)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -148,6 +148,9 @@ async fn pull(
     // forever.
     let mut page_tokens: HashSet<String> = HashSet::new();
     let mut has_skipped = connection.has_skipped;
+    // Set-aside records this listing refreshes get the database's now(),
+    // later than this (the slack covers clock skew between us and it).
+    let listing_started = Utc::now() - chrono::Duration::seconds(5);
     let mut events_seen = 0usize;
     // Time spent waiting on Google vs. the rest (reconcile and the page's
     // transaction), logged at the end: what an operator (and the benchmark)
@@ -208,7 +211,7 @@ async fn pull(
         let set_aside: Vec<&str> = page
             .skipped
             .iter()
-            .filter_map(|s| s.event_id.as_deref())
+            .filter_map(|s| s.match_id.as_deref())
             .collect();
         apply_page(
             &mut tx, connection, &events, &set_aside, generation, zone, &mut batch,
@@ -232,6 +235,11 @@ async fn pull(
         {
             for (id, user) in links::sweep(&mut tx, connection.id, *generation, *time_min).await? {
                 batch.deleted(user, id);
+            }
+            // Set-aside events this whole listing did not show again (gone,
+            // ended before timeMin, or without an id) are no longer set aside.
+            if has_skipped {
+                skipped::forget_unseen(&mut tx, connection.id, listing_started).await?;
             }
         }
         finish(&mut tx, connection, &page).await?;
@@ -427,6 +435,7 @@ async fn apply_page(
     let mut dropped_links: Vec<i64> = Vec::new();
     let mut conflicts: Vec<NewConflict> = Vec::new();
     let mut superseded_pushes: Vec<AppointmentId> = Vec::new();
+    let mut settled_parked: Vec<AppointmentId> = Vec::new();
     // For delta payloads: what Google knows of each changed appointment.
     let mut sync_info: HashMap<AppointmentId, (&EventId, &Etag, DateTime<Utc>)> = HashMap::new();
 
@@ -468,6 +477,9 @@ async fn apply_page(
                 ..
             } => {
                 let (link, a) = (link.expect("linked"), event.appointment().expect("live"));
+                if link.parked {
+                    settled_parked.push(appointment_id);
+                }
                 updates.push((appointment_id, &a.fields));
                 refreshes.push(LinkRefresh {
                     link_id: link.link_id,
@@ -500,6 +512,9 @@ async fn apply_page(
                 conflict: lost,
             } => {
                 let link = link.expect("linked");
+                if link.parked {
+                    settled_parked.push(appointment_id);
+                }
                 deletes.push(appointment_id);
                 dropped_links.push(link.link_id);
                 if let Some(lost) = lost {
@@ -537,6 +552,7 @@ async fn apply_page(
     }
     conflicts::insert(tx, connection.id, &conflicts).await?;
     store::jobs::cancel_queued_pushes(tx, &superseded_pushes).await?;
+    skipped::unpark_pushes(tx, &settled_parked).await?;
     Ok(())
 }
 

@@ -738,6 +738,14 @@ async fn host_rows_that_cannot_be_sent_are_parked_and_pulls_go_on() {
     assert_eq!((summary.as_str(), finite), ("linked, edited", true));
     let status = app.status().await;
     assert!(connection_status(&status, id)["lastError"].is_null());
+    assert!(
+        connection_status(&status, id)["parkedPushes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["appointmentId"] != linked_id),
+        "a row Google repaired is no longer parked: {status}"
+    );
 
     // Fixing a parked row sends it.
     sqlx::query("UPDATE appointments SET end_at = start_at + interval '1 hour' WHERE id = $1")
@@ -824,4 +832,65 @@ async fn the_wrong_token_key_is_refused_before_work_and_snoozes_a_job() {
     .await
     .unwrap();
     assert_eq!(attempts, 0);
+}
+
+#[tokio::test]
+async fn a_set_aside_event_with_a_long_id_keeps_its_appointment_through_a_full_sync() {
+    let (app, id, mut deltas) = synced().await;
+    let long = "a".repeat(300);
+    app.google
+        .create_event(
+            "primary",
+            json!({"id": long, "summary": "long id", "start": {"dateTime": at(4, 10)}, "end": {"dateTime": at(4, 11)}}),
+        )
+        .unwrap();
+    resync(&app, 1, false).await;
+    app.run_once().await;
+    assert!(summaries(&app).await.contains(&"long id".to_owned()));
+    // A full listing in which that event cannot be read (and the others are
+    // gone): the others are swept, the set-aside one keeps its appointment.
+    let page = format!(
+        r#"{{"kind":"calendar#events","nextSyncToken":"t2","items":[{{"id":"{long}","summary":123}}]}}"#
+    );
+    app.google
+        .inject_fault(Operation::List, respond(200, &page), 1);
+    resync(&app, 1, true).await;
+    app.run_once().await;
+    assert_eq!(summaries(&app).await, ["long id"]);
+    let c = connection_status(&app.status().await, id);
+    assert_eq!(c["skippedEvents"].as_array().unwrap().len(), 1, "{c}");
+    let all = deltas.settle(&app).await;
+    assert_eq!(
+        all.iter().filter(|d| d["action"] == "deleted").count(),
+        3,
+        "only the three absent events are deleted: {all:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_host_row_with_infinite_timestamps_never_stops_its_calendar() {
+    let (app, id, _deltas) = synced().await;
+    sqlx::query(
+        "UPDATE appointments SET created_at = 'infinity', updated_at = '-infinity' \
+         WHERE summary = 'alpha'",
+    )
+    .execute(&app.app.pool)
+    .await
+    .unwrap();
+    app.run_once().await;
+    let event: String = sqlx::query_scalar(
+        "SELECT l.event_id FROM plansync.links l JOIN appointments a ON a.id = l.appointment_id \
+         WHERE a.summary = 'alpha'",
+    )
+    .fetch_one(&app.app.pool)
+    .await
+    .unwrap();
+    app.google
+        .patch_event("primary", &event, json!({"summary": "alpha, edited"}))
+        .unwrap();
+    resync(&app, 1, false).await;
+    app.run_once().await;
+    assert!(summaries(&app).await.contains(&"alpha, edited".to_owned()));
+    let c = connection_status(&app.status().await, id);
+    assert!(c["lastError"].is_null(), "{c}");
 }
