@@ -309,6 +309,10 @@ pub async fn insert_linked(
         .collect())
 }
 
+/// What an overwrite returns: id, owner, `created_at` (the host's, so read
+/// through `storable_time`) and the new `updated_at`.
+type WrittenRow = (AppointmentId, UserId, Option<DateTime<Utc>>, DateTime<Utc>);
+
 /// Overwrites appointments with Google's values. Returns the rows as written,
 /// in input order.
 pub async fn update_fields(
@@ -337,8 +341,7 @@ pub async fn update_fields(
     .bind(&ids);
     // created_at is the host's and may be `infinity`: read it as every
     // appointment time is read (updated_at was just set to now()).
-    let rows: Vec<(AppointmentId, UserId, Option<DateTime<Utc>>, DateTime<Utc>)> =
-        cols.bind_to(query).fetch_all(conn).await?;
+    let rows: Vec<WrittenRow> = cols.bind_to(query).fetch_all(conn).await?;
     let rows = rows
         .into_iter()
         .map(|(id, u, c, up)| (id, u, c.unwrap_or(crate::model::UNSTORABLE_TIME), up));
