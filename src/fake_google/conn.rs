@@ -42,6 +42,17 @@ pub struct Server {
 }
 
 impl Server {
+    /// What to give the worker as `GOOGLE_CALENDAR_BASE_URL`: the emulator's
+    /// API paths on this server.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/calendar/v3/", self.addr)
+    }
+
+    /// What to give the worker as `GOOGLE_TOKEN_URL`.
+    pub fn token_url(&self) -> String {
+        format!("http://{}/token", self.addr)
+    }
+
     /// Binds `addr` and serves every connection with `handler`.
     pub async fn start<S, H, F>(
         addr: SocketAddr,

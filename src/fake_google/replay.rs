@@ -257,12 +257,12 @@ impl Replayer {
 
     /// What to give the worker as `GOOGLE_CALENDAR_BASE_URL`.
     pub fn base_url(&self) -> String {
-        format!("http://{}/calendar/v3/", self.server.addr)
+        self.server.base_url()
     }
 
     /// What to give the worker as `GOOGLE_TOKEN_URL`.
     pub fn token_url(&self) -> String {
-        format!("http://{}/token", self.server.addr)
+        self.server.token_url()
     }
 
     pub fn status(&self) -> ReplayStatus {

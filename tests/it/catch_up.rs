@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{Duration as ChronoDuration, SecondsFormat, Utc};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncBufReadExt;
 
 use crate::contract::{assert_valid, Shape};
 use crate::deltas::Subscriber;
@@ -83,29 +83,7 @@ async fn deltas_until(sub: &mut Subscriber, version: i64) -> Vec<Value> {
 
 /// A GET with an optional `Authorization` header; the status and the body.
 async fn http_get(addr: &str, path: &str, authorization: Option<&str>) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let auth = authorization
-        .map(|a| format!("Authorization: {a}\r\n"))
-        .unwrap_or_default();
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (code, body)
+    crate::harness::http_get_body(addr, path, authorization).await
 }
 
 /// `plansync run` with the API token, on a free port; returns the child and

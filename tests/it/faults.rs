@@ -18,7 +18,7 @@ use plansync::ids::{CalendarId, RefreshToken, UserId};
 use plansync::store::connections::{ConnectionAuth, NewConnection};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncBufReadExt;
 
 use crate::harness::{eventually, redis_url, PrivateRedis, TestApp};
 
@@ -317,25 +317,7 @@ impl Replica {
 
 /// A plain HTTP/1.1 GET: status and body.
 pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (code, body)
+    crate::harness::http_get_body(addr, path, None).await
 }
 
 /// An event `days` from now, inside every lookback window.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use plansync::queue::{Job, JobKind, Queue};
 use plansync::worker::{JobContext, Worker};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::harness::{stderr, stdout, TestApp};
@@ -425,21 +425,7 @@ pub async fn wait_for_line(
 }
 
 pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, response)
+    crate::harness::http_get_response(addr, path, None).await
 }
 
 #[tokio::test]
