@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt;
 use plansync::crypto::TokenCipher;
-use plansync::fake_google::{FakeGoogle, FakeGoogleOptions, ResourceState};
+use plansync_fake_google::{FakeGoogle, FakeGoogleOptions, ResourceState};
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use plansync::config::{Env, GoogleSettings};
 use plansync::crypto::TokenCipher;
-use plansync::fake_google::{FakeGoogle, FakeGoogleOptions};
+use plansync_fake_google::{FakeGoogle, FakeGoogleOptions};
 use plansync::google::{GoogleClient, ListQuery};
 use plansync::ids::{CalendarId, RefreshToken, SyncToken};
 use serde_json::{json, Value};

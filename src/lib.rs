@@ -11,7 +11,6 @@ pub mod channel;
 pub mod config;
 pub mod crypto;
 pub mod deltas;
-pub mod fake_google;
 pub mod google;
 pub mod ids;
 pub mod model;

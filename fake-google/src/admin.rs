@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::errors::ApiError;
 use super::faults::{Fault, Operation};
-use super::routes::Reply;
+use super::reply::Reply;
 use super::watch::ResourceState;
 use super::Shared;
 

@@ -29,7 +29,7 @@ macro_rules! error_file {
     ($name:literal) => {
         include_str!(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/fixtures/errors/",
+            "/../fixtures/errors/",
             $name
         ))
     };

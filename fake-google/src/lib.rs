@@ -1,5 +1,8 @@
-//! `fake_google`: a faithful emulator of the parts of Google Calendar API v3
-//! and Google's OAuth token endpoint that plansync uses, over real HTTP.
+//! `plansync-fake-google`: a faithful emulator of the parts of Google
+//! Calendar API v3 and Google's OAuth token endpoint that plansync uses, over
+//! real HTTP. Its own crate in the workspace, so the worker's production
+//! build (`--no-default-features`) carries none of it; it depends on nothing
+//! of `plansync`.
 //!
 //! It owns calendars and their events (with Google's ids, etags, `updated`
 //! stamps, deletions kept as `cancelled`), the change sequence behind sync
@@ -10,12 +13,13 @@
 //! sync-token rules — so a client that works against it works against Google;
 //! where it cannot know Google's behaviour it fails loudly rather than kindly
 //! (fixtures/README.md lists its assumptions). Raw Google JSON stays here and
-//! in `google`.
+//! in the worker's `google`.
 //!
 //! Start it in-process with [`FakeGoogle::start`] (binds `127.0.0.1:0` by
 //! default) or from the CLI with `plansync fake-google --addr ADDR --fixtures
-//! DIR`. Point a client at [`FakeGoogle::base_url`] (the Calendar API root,
-//! with the trailing `/` google-calendar3 needs) and [`FakeGoogle::token_url`].
+//! DIR` (the worker's default `emulator` feature). Point a client at
+//! [`FakeGoogle::base_url`] (the Calendar API root, with the trailing `/`
+//! google-calendar3 needs) and [`FakeGoogle::token_url`].
 //! The handle then acts "as the user in Google's UI" ([`FakeGoogle::create_event`],
 //! [`FakeGoogle::patch_event`], [`FakeGoogle::delete_event`],
 //! [`FakeGoogle::add_calendar`]), as Google's backend
@@ -48,6 +52,7 @@ mod oauth;
 pub mod record;
 mod recurrence;
 pub mod replay;
+mod reply;
 mod routes;
 mod scrub;
 mod state;

@@ -455,7 +455,7 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake_google::exchange::RecordedMessage;
+    use crate::exchange::RecordedMessage;
 
     fn recorded(method: &str, path: &str, query: Option<&str>, body: Option<Value>) -> Exchange {
         Exchange {

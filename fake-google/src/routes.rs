@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use super::errors::ApiError;
 use super::faults::{Fault, Lost, Operation};
 use super::log::RecordedRequest;
+use super::reply::Reply;
 use super::state::ListParams;
 use super::watch::ResourceState;
 use super::{admin, Shared};
@@ -123,49 +124,6 @@ impl Route {
             Route::Stop => Operation::Stop,
             Route::Admin(_) => Operation::Admin,
             Route::Unknown => Operation::Unknown,
-        }
-    }
-}
-
-/// What goes back on the wire.
-pub(crate) struct Reply {
-    pub status: StatusCode,
-    pub body: Option<Value>,
-    pub retry_after: Option<u64>,
-    pub etag: Option<String>,
-    /// Verbatim JSON items spliced into a listing's `items` (hostile tests).
-    pub raw_items: Vec<String>,
-}
-
-impl Reply {
-    pub fn json(status: StatusCode, body: Value) -> Reply {
-        Reply {
-            status,
-            body: Some(body),
-            retry_after: None,
-            etag: None,
-            raw_items: Vec::new(),
-        }
-    }
-    pub fn empty(status: StatusCode) -> Reply {
-        Reply {
-            status,
-            body: None,
-            retry_after: None,
-            etag: None,
-            raw_items: Vec::new(),
-        }
-    }
-}
-
-impl From<ApiError> for Reply {
-    fn from(err: ApiError) -> Reply {
-        Reply {
-            status: err.status,
-            body: Some(err.body),
-            retry_after: err.retry_after,
-            etag: None,
-            raw_items: Vec::new(),
         }
     }
 }

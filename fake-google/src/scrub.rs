@@ -144,7 +144,7 @@ fn percent_decode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake_google::exchange::{Payload, RecordedAnswer, RecordedMessage};
+    use crate::exchange::{Payload, RecordedAnswer, RecordedMessage};
     use serde_json::json;
 
     fn exchange(path: &str, body: Value) -> Exchange {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use plansync::fake_google::{
+use plansync_fake_google::{
     FakeGoogle, FakeGoogleOptions, Recorder, RecorderOptions, ReplayOptions, Replayer,
 };
 use tokio::signal::unix::{signal, SignalKind};

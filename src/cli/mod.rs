@@ -4,6 +4,8 @@
 
 mod admin;
 mod deltas;
+// Only with the default `emulator` feature: production builds carry no emulator.
+#[cfg(feature = "emulator")]
 mod fake_google;
 mod worker;
 
@@ -36,6 +38,7 @@ enum Command {
     /// Show connections, the job queue and the outbox.
     Status(admin::StatusArgs),
     /// Serve the Google Calendar API + OAuth emulator (demo, local repro).
+    #[cfg(feature = "emulator")]
     FakeGoogle(fake_google::FakeGoogleArgs),
     /// Run the worker until SIGTERM/SIGINT (or one pass with --once).
     Run(worker::RunArgs),
@@ -68,6 +71,7 @@ pub fn main() -> ExitCode {
             Command::Connect(args) => admin::connect(&env, args).await,
             Command::Disconnect(args) => admin::disconnect(&env, args).await,
             Command::Status(args) => admin::status(&env, args).await,
+            #[cfg(feature = "emulator")]
             Command::FakeGoogle(args) => fake_google::run(args).await,
             Command::Run(args) => worker::run(&env, args).await,
             Command::Resync(args) => worker::resync(&env, args).await,

@@ -301,7 +301,7 @@ async fn a_backlog_of_1000_remote_changes_goes_out_in_messages_of_at_most_100_in
         .google
         .requests()
         .iter()
-        .filter(|r| r.operation == plansync::fake_google::Operation::List)
+        .filter(|r| r.operation == plansync_fake_google::Operation::List)
         .count();
     assert!(pages >= 20, "{pages} list pages");
     assert_eq!(app.status().await["outbox"]["backlog"], 1000);

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{Duration as Days, Utc};
 use plansync::config::{Env, GoogleSettings};
-use plansync::fake_google::{FakeGoogle, FakeGoogleOptions, Operation, RecordedRequest};
+use plansync_fake_google::{FakeGoogle, FakeGoogleOptions, Operation, RecordedRequest};
 use plansync::google::{GoogleClient, GoogleError, ListQuery, TokenError};
 use plansync::ids::{CalendarId, Subject};
 use serde_json::{json, Value};

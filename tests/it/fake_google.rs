@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use plansync::fake_google::{FakeGoogle, FakeGoogleOptions, Fault, Lost, Operation, ResourceState};
+use plansync_fake_google::{FakeGoogle, FakeGoogleOptions, Fault, Lost, Operation, ResourceState};
 use serde_json::{json, Value};
 
 fn fixtures(name: &str) -> PathBuf {

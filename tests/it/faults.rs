@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use chrono::{SecondsFormat, Utc};
 use plansync::config::{DatabaseSettings, Env};
 use plansync::crypto::TokenCipher;
-use plansync::fake_google::{FakeGoogle, FakeGoogleOptions, Fault, Operation};
+use plansync_fake_google::{FakeGoogle, FakeGoogleOptions, Fault, Operation};
 use plansync::ids::{CalendarId, RefreshToken, UserId};
 use plansync::store::connections::{ConnectionAuth, NewConnection};
 use sqlx::postgres::PgPoolOptions;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use plansync::config::GoogleSettings;
-use plansync::fake_google::{FakeGoogle, FakeGoogleOptions, Fault, Lost, Operation};
+use plansync_fake_google::{FakeGoogle, FakeGoogleOptions, Fault, Lost, Operation};
 use plansync::google::{
     CalendarClient, GoogleClient, GoogleError, ListQuery, NewEvent, NextStep, RemoteEvent,
     RemoteEventKind, WatchRequest,
@@ -58,7 +58,7 @@ impl Setup {
             .count()
     }
 
-    fn calls(&self, operation: Operation) -> Vec<plansync::fake_google::RecordedRequest> {
+    fn calls(&self, operation: Operation) -> Vec<plansync_fake_google::RecordedRequest> {
         self.fake
             .requests()
             .into_iter()

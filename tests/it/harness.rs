@@ -283,18 +283,18 @@ impl Drop for PrivateRedis {
 /// as the binary, talks to the emulator exactly as it would to Google.
 pub struct SyncApp {
     pub app: TestApp,
-    pub google: plansync::fake_google::FakeGoogle,
+    pub google: plansync_fake_google::FakeGoogle,
 }
 
 impl SyncApp {
     /// An emulator with an empty `primary` calendar (UTC).
     pub async fn spawn() -> SyncApp {
-        SyncApp::with_options(plansync::fake_google::FakeGoogleOptions::default()).await
+        SyncApp::with_options(plansync_fake_google::FakeGoogleOptions::default()).await
     }
 
-    pub async fn with_options(options: plansync::fake_google::FakeGoogleOptions) -> SyncApp {
+    pub async fn with_options(options: plansync_fake_google::FakeGoogleOptions) -> SyncApp {
         let app = TestApp::spawn().await;
-        let google = plansync::fake_google::FakeGoogle::start(options)
+        let google = plansync_fake_google::FakeGoogle::start(options)
             .await
             .expect("the emulator starts");
         SyncApp { app, google }
@@ -388,7 +388,7 @@ pub const REPLAYABLE_ENV: [(&str, &str); 2] = [
 /// unexpected asked.
 pub struct ReplayApp {
     pub app: TestApp,
-    pub replay: plansync::fake_google::Replayer,
+    pub replay: plansync_fake_google::Replayer,
 }
 
 impl ReplayApp {
@@ -398,8 +398,8 @@ impl ReplayApp {
 
     pub async fn start(recording: &std::path::Path) -> ReplayApp {
         let app = TestApp::spawn().await;
-        let replay = plansync::fake_google::Replayer::start(
-            plansync::fake_google::ReplayOptions::new(recording),
+        let replay = plansync_fake_google::Replayer::start(
+            plansync_fake_google::ReplayOptions::new(recording),
         )
         .await
         .unwrap_or_else(|e| panic!("replaying {}: {e}", recording.display()));

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
 use futures::StreamExt;
-use plansync::fake_google::{Fault, Operation};
+use plansync_fake_google::{Fault, Operation};
 use serde_json::{json, Value};
 
 use crate::harness::{stderr, stdout, SyncApp};

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
 use futures::StreamExt;
-use plansync::fake_google::{Channel, FakeGoogleOptions, Fault, Operation, ResourceState};
+use plansync_fake_google::{Channel, FakeGoogleOptions, Fault, Operation, ResourceState};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use plansync::fake_google::FakeGoogleOptions;
+use plansync_fake_google::FakeGoogleOptions;
 use serde_json::json;
 
 use crate::harness::{run_command, stderr, SyncApp};

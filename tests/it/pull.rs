@@ -1,7 +1,7 @@
 //! Pull sync against the emulator, through the real binary (`run --once`).
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
-use plansync::fake_google::{FakeGoogleOptions, Fault, Operation};
+use plansync_fake_google::{FakeGoogleOptions, Fault, Operation};
 use serde_json::{json, Value};
 
 use crate::harness::{stderr, SyncApp};
@@ -76,7 +76,7 @@ async fn plan_version(app: &SyncApp, user: i64) -> i64 {
         .unwrap()
 }
 
-fn list_requests(app: &SyncApp) -> Vec<plansync::fake_google::RecordedRequest> {
+fn list_requests(app: &SyncApp) -> Vec<plansync_fake_google::RecordedRequest> {
     app.google
         .requests()
         .into_iter()

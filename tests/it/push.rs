@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use plansync::config::GoogleSettings;
-use plansync::fake_google::{Fault, Lost, Operation, RecordedRequest};
+use plansync_fake_google::{Fault, Lost, Operation, RecordedRequest};
 use plansync::google::{GoogleClient, ListQuery, RemoteAppointment};
 use plansync::ids::{AppointmentId, CalendarId, ConnectionId, RefreshToken};
 use serde_json::{json, Value};
@@ -753,7 +753,7 @@ async fn a_refused_push_is_parked_with_its_error_without_blocking_the_rest() {
     assert!(status["queue"]["dead"].as_array().unwrap().is_empty());
     assert_eq!(status["connections"][0]["needsReauth"], false);
     assert!(sync.google.requests().iter().all(|r| r.operation
-        != plansync::fake_google::Operation::Insert
+        != plansync_fake_google::Operation::Insert
         || !r
             .body
             .as_ref()

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use plansync::config::{Env, GoogleSettings, QuotaSettings, RedisSettings, SyncSettings};
-use plansync::fake_google::RecordedRequest;
+use plansync_fake_google::RecordedRequest;
 use plansync::google::GoogleClient;
 use plansync::ids::{CalendarId, RefreshToken, UserId};
 use plansync::quota::Quota;

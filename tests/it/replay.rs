@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use chrono::{DateTime, Utc};
-use plansync::fake_google::{
+use plansync_fake_google::{
     FakeGoogleOptions, Fault, Lost, Operation, Recorder, RecorderOptions, ReplayStatus,
 };
 use serde_json::{json, Value};

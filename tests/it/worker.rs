@@ -639,8 +639,8 @@ async fn sigterm_during_a_long_google_call_exits_zero_within_the_grace_and_relea
     app.connect(1, "primary", &[]).await;
     // The first sync's listing hangs far longer than the grace period.
     app.google.inject_fault(
-        plansync::fake_google::Operation::List,
-        plansync::fake_google::Fault::Delay {
+        plansync_fake_google::Operation::List,
+        plansync_fake_google::Fault::Delay {
             millis: Duration::from_secs(60),
         },
         1,
@@ -673,7 +673,7 @@ async fn sigterm_during_a_long_google_call_exits_zero_within_the_grace_and_relea
             google
                 .requests()
                 .iter()
-                .any(|r| r.operation == plansync::fake_google::Operation::Token)
+                .any(|r| r.operation == plansync_fake_google::Operation::Token)
         }
     })
     .await;

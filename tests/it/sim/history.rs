@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use futures::StreamExt;
-use plansync::fake_google::{Fault, Lost, Operation};
+use plansync_fake_google::{Fault, Lost, Operation};
 use plansync::ids::{CalendarId, ConnectionId, RefreshToken, UserId};
 use plansync::queue::{JobKind, Queue};
 use plansync::store::connections::{ConnectionAuth, NewConnection};
