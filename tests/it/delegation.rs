@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use chrono::{Duration as Days, Utc};
 use plansync::config::{Env, GoogleSettings};
-use plansync_fake_google::{FakeGoogle, FakeGoogleOptions, Operation, RecordedRequest};
 use plansync::google::{GoogleClient, GoogleError, ListQuery, TokenError};
 use plansync::ids::{CalendarId, Subject};
+use plansync_fake_google::{FakeGoogle, FakeGoogleOptions, Operation, RecordedRequest};
 use serde_json::{json, Value};
 
 use crate::harness::{eventually, run_command, stderr, stdout, SyncApp};

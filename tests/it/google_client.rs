@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use plansync::config::GoogleSettings;
-use plansync_fake_google::{FakeGoogle, FakeGoogleOptions, Fault, Lost, Operation};
 use plansync::google::{
     CalendarClient, GoogleClient, GoogleError, ListQuery, NewEvent, NextStep, RemoteEvent,
     RemoteEventKind, WatchRequest,
 };
 use plansync::ids::{CalendarId, Etag, EventId, RefreshToken, SyncToken};
 use plansync::model::AppointmentFields;
+use plansync_fake_google::{FakeGoogle, FakeGoogleOptions, Fault, Lost, Operation};
 use serde_json::json;
 
 struct Setup {

@@ -9,6 +9,7 @@ mod delegation;
 mod deltas;
 mod fake_google;
 mod faults;
+mod features;
 mod foundation;
 mod google_client;
 mod hostile;

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use plansync::config::GoogleSettings;
-use plansync_fake_google::{Fault, Lost, Operation, RecordedRequest};
 use plansync::google::{GoogleClient, ListQuery, RemoteAppointment};
 use plansync::ids::{AppointmentId, CalendarId, ConnectionId, RefreshToken};
+use plansync_fake_google::{Fault, Lost, Operation, RecordedRequest};
 use serde_json::{json, Value};
 
 use crate::harness::{eventually, stderr, SyncApp};

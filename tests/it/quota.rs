@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use plansync::config::{Env, GoogleSettings, QuotaSettings, RedisSettings, SyncSettings};
-use plansync_fake_google::RecordedRequest;
 use plansync::google::GoogleClient;
 use plansync::ids::{CalendarId, RefreshToken, UserId};
 use plansync::quota::Quota;
 use plansync::sync::SyncDeps;
 use plansync::worker::{SyncJobs, Worker, WorkerConfig};
+use plansync_fake_google::RecordedRequest;
 use tokio_util::sync::CancellationToken;
 
 use crate::harness::{eventually, stderr, stdout, PrivateRedis, SyncApp};

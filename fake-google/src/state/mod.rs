@@ -24,8 +24,8 @@ use chrono_tz::Tz;
 use serde_json::{Map, Value};
 
 use super::errors::ApiError;
-use super::times::When;
 use super::recurrence::Recurrence;
+use super::times::When;
 
 mod events;
 mod listing;

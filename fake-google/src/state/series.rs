@@ -89,7 +89,11 @@ impl Calendars {
         }
     }
 
-    pub(super) fn instance_body(zone: Tz, master: &Stored, instance: &Instance) -> Map<String, Value> {
+    pub(super) fn instance_body(
+        zone: Tz,
+        master: &Stored,
+        instance: &Instance,
+    ) -> Map<String, Value> {
         let mut body = master.body.clone();
         body.remove("recurrence");
         let master_id = body.get("id").cloned().unwrap_or(Value::Null);

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use futures::StreamExt;
-use plansync_fake_google::{Fault, Lost, Operation};
 use plansync::ids::{CalendarId, ConnectionId, RefreshToken, UserId};
 use plansync::queue::{JobKind, Queue};
 use plansync::store::connections::{ConnectionAuth, NewConnection};
+use plansync_fake_google::{Fault, Lost, Operation};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Map, Value};
