@@ -28,8 +28,7 @@ use super::{PlanItemDelta, PlanItemDeltaPayload, UserDeltaMessage};
 use crate::config::{redacted_url, RedisSettings};
 use crate::ids::UserId;
 
-/// The event name the realtime layer's clients listen to.
-pub const EVENT_NAME: &str = "plan:item-delta";
+pub use super::EVENT_NAME;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {

@@ -246,7 +246,7 @@ fn count_published<'a>(deltas: impl Iterator<Item = &'a str>) {
     }
     for ((item_type, action), n) in counts {
         metrics::counter!(
-            crate::worker::metric::DELTAS_PUBLISHED,
+            crate::metrics::DELTAS_PUBLISHED,
             "item_type" => item_type,
             "action" => action
         )

@@ -34,7 +34,7 @@ use yup_oauth2::error::AuthErrorCode;
 use yup_oauth2::{CustomHyperClientBuilder, ServiceAccountAuthenticator, ServiceAccountKey};
 
 use super::http::Connector;
-use super::token::{TokenError, EXPIRY_MARGIN};
+use super::token_error::{TokenError, EXPIRY_MARGIN};
 use crate::ids::{AccessToken, Subject};
 
 /// The one scope delegated connections ask for.

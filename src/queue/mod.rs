@@ -392,8 +392,16 @@ impl Queue {
         let connection_delay = match (error, schedule) {
             (JobError::Snooze { .. }, _) => None,
             (_, schedule) => Some(
-                store::connections::record_failure(&mut tx, job.connection, &message, schedule)
-                    .await?,
+                store::connections::record_failure(
+                    &mut tx,
+                    job.connection,
+                    &message,
+                    schedule.map(|s| store::connections::Backoff {
+                        first: s.first,
+                        cap: s.cap,
+                    }),
+                )
+                .await?,
             ),
         };
         let transition = match error {
