@@ -50,7 +50,7 @@ const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
 /// The key file could not be used. Messages name the file, never its content.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
-    #[error("GOOGLE_SERVICE_ACCOUNT_KEY: cannot read {path}: {source}")]
+    #[error("GOOGLE_SERVICE_ACCOUNT_KEY: cannot read {path}")]
     Unreadable {
         path: String,
         #[source]

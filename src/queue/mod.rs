@@ -134,8 +134,10 @@ pub enum JobError {
 impl From<StoreError> for JobError {
     fn from(err: StoreError) -> Self {
         match err {
+            // The whole chain: the database's own error is the store
+            // error's source, not part of its message.
             StoreError::NotMigrated => JobError::Fatal(err.to_string()),
-            other => JobError::Retry(other.to_string()),
+            other => JobError::Retry(crate::text::Chain(&other).to_string()),
         }
     }
 }

@@ -373,7 +373,7 @@ impl<H: JobHandler> Worker<H> {
     async fn leave(&self) {
         let cfg = &self.inner.config;
         if let Err(err) = store::workers::leave(self.inner.queue.pool(), &cfg.worker_id).await {
-            tracing::debug!(error = %err, "removing the heartbeat row failed; it ages out");
+            tracing::debug!(error = %crate::text::Chain(&err), "removing the heartbeat row failed; it ages out");
         }
     }
 
@@ -477,7 +477,7 @@ impl<H: JobHandler> Worker<H> {
         let slots = Arc::new(Semaphore::new(cfg.concurrency));
         let mut listener = self.listen().await;
         if let Err(err) = self.heartbeat().await {
-            tracing::warn!(error = %err, "worker heartbeat failed");
+            tracing::warn!(error = %crate::text::Chain(&err), "worker heartbeat failed");
         }
         let beater = self.clone();
         let beat_stop = shutdown.clone();
@@ -488,7 +488,7 @@ impl<H: JobHandler> Worker<H> {
                     _ = tokio::time::sleep(HEARTBEAT) => {}
                 }
                 if let Err(err) = beater.heartbeat().await {
-                    tracing::warn!(error = %err, "worker heartbeat failed");
+                    tracing::warn!(error = %crate::text::Chain(&err), "worker heartbeat failed");
                 }
             }
         });
@@ -499,7 +499,7 @@ impl<H: JobHandler> Worker<H> {
         tracker.spawn(async move {
             loop {
                 if let Err(err) = ticker.tick().await {
-                    tracing::warn!(error = %err, "scheduler tick failed");
+                    tracing::warn!(error = %crate::text::Chain(&err), "scheduler tick failed");
                 }
                 tokio::select! {
                     _ = tick_stop.cancelled() => break,
@@ -526,7 +526,7 @@ impl<H: JobHandler> Worker<H> {
                 }
                 Ok(None) => {}
                 Err(err) => {
-                    tracing::warn!(error = %err, "claiming a job failed");
+                    tracing::warn!(error = %crate::text::Chain(&err), "claiming a job failed");
                     drop(permit);
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
@@ -585,14 +585,14 @@ impl<H: JobHandler> Worker<H> {
         let mut listener = match PgListener::connect_with(self.inner.queue.pool()).await {
             Ok(l) => l,
             Err(err) => {
-                tracing::warn!(error = %err, "LISTEN unavailable; polling only");
+                tracing::warn!(error = %crate::text::Chain(&err), "LISTEN unavailable; polling only");
                 return None;
             }
         };
         match listener.listen(store::jobs::NOTIFY_CHANNEL).await {
             Ok(()) => Some(listener),
             Err(err) => {
-                tracing::warn!(error = %err, "LISTEN unavailable; polling only");
+                tracing::warn!(error = %crate::text::Chain(&err), "LISTEN unavailable; polling only");
                 None
             }
         }
@@ -691,7 +691,7 @@ impl<H: JobHandler> Worker<H> {
                     }
                     Ok(_) => RunOutcome::Abandoned,
                     Err(err) => {
-                        tracing::error!(error = %err, "releasing the lease failed; it will expire");
+                        tracing::error!(error = %crate::text::Chain(&err), "releasing the lease failed; it will expire");
                         RunOutcome::Abandoned
                     }
                 };
@@ -700,7 +700,7 @@ impl<H: JobHandler> Worker<H> {
         match inner.queue.fail(job, &error).await {
             Ok(Transition::Requeued { into, delay }) => {
                 tracing::warn!(
-                    error = %error,
+                    error = %crate::text::Chain(&error),
                     retry_in_secs = delay.as_secs_f64(),
                     requeued_as = %into,
                     "job failed; requeued"
@@ -708,7 +708,7 @@ impl<H: JobHandler> Worker<H> {
                 RunOutcome::Requeued
             }
             Ok(Transition::Dead) => {
-                tracing::error!(error = %error, "job failed; dead");
+                tracing::error!(error = %crate::text::Chain(&error), "job failed; dead");
                 RunOutcome::Dead
             }
             Ok(Transition::LeaseLost) => {
@@ -717,8 +717,8 @@ impl<H: JobHandler> Worker<H> {
             }
             Err(err) => {
                 tracing::error!(
-                    error = %err,
-                    job_error = %error,
+                    error = %crate::text::Chain(&err),
+                    job_error = %crate::text::Chain(&error),
                     "recording the failure failed; the lease will expire and the job be rescued"
                 );
                 RunOutcome::Abandoned
@@ -755,7 +755,7 @@ async fn heartbeat(
             }
             // The database is unreachable: keep trying; the lease holds until
             // it expires, and a rescue after that fences us out.
-            Err(err) => tracing::warn!(error = %err, "heartbeat failed"),
+            Err(err) => tracing::warn!(error = %crate::text::Chain(&err), "heartbeat failed"),
         }
     }
 }
@@ -764,7 +764,7 @@ async fn wait_notification(listener: &mut Option<PgListener>) {
     match listener {
         Some(l) => {
             if let Err(err) = l.recv().await {
-                tracing::debug!(error = %err, "LISTEN connection lost; sqlx reconnects");
+                tracing::debug!(error = %crate::text::Chain(&err), "LISTEN connection lost; sqlx reconnects");
             }
         }
         None => std::future::pending().await,
