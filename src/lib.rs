@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod deltas;
 pub mod google;
 pub mod ids;
+pub mod metrics;
 pub mod model;
 pub mod queue;
 pub mod quota;

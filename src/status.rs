@@ -68,7 +68,7 @@ impl QuotaStatus {
     }
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectionStatus {
     pub id: ConnectionId,
@@ -87,7 +87,7 @@ pub struct ConnectionStatus {
     pub last_error: Option<String>,
     /// The connection's most recent conflict: which side won, what kind, the
     /// losing values and when.
-    pub last_conflict: Option<sqlx::types::Json<serde_json::Value>>,
+    pub last_conflict: Option<serde_json::Value>,
     /// When the connection's live notification channel expires; `null`
     /// without one (polling at `PLANSYNC_POLL_INTERVAL_SECS` then).
     #[serde(with = "timestamp::option")]
@@ -102,10 +102,36 @@ pub struct ConnectionStatus {
     pub failing_since: Option<DateTime<Utc>>,
     /// Events Google listed that could not be read or stored:
     /// `[{eventId, reason, seenAt}]`, most recently seen first (at most 200).
-    pub skipped_events: sqlx::types::Json<serde_json::Value>,
+    pub skipped_events: serde_json::Value,
     /// Appointments whose push was refused before sending:
     /// `[{appointmentId, reason}]` (at most 200).
-    pub parked_pushes: sqlx::types::Json<serde_json::Value>,
+    pub parked_pushes: serde_json::Value,
+}
+
+impl From<store::status::ConnectionRow> for ConnectionStatus {
+    fn from(row: store::status::ConnectionRow) -> Self {
+        ConnectionStatus {
+            id: row.id,
+            user_id: row.user_id,
+            calendar_id: row.calendar_id,
+            region: row.region,
+            active: row.active,
+            push_target: row.push_target,
+            last_pull_at: row.last_pull_at,
+            sync_token_at: row.sync_token_at,
+            needs_reauth: row.needs_reauth,
+            calendar_gone: row.calendar_gone,
+            pending_pushes: row.pending_pushes,
+            last_error: row.last_error,
+            last_conflict: row.last_conflict,
+            channel_expires_at: row.channel_expires_at,
+            auth: row.auth,
+            subject: row.subject,
+            failing_since: row.failing_since,
+            skipped_events: row.skipped_events,
+            parked_pushes: row.parked_pushes,
+        }
+    }
 }
 
 impl ConnectionStatus {
@@ -133,7 +159,7 @@ pub struct QueueStatus {
 /// How many dead jobs `status` lists.
 pub const DEAD_LISTED: i64 = 50;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RunningJob {
     pub job_id: JobId,
@@ -145,7 +171,7 @@ pub struct RunningJob {
     pub locked_until: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeadJob {
     pub job_id: JobId,
@@ -155,14 +181,46 @@ pub struct DeadJob {
     pub last_error: Option<String>,
 }
 
+impl From<store::status::RunningJobRow> for RunningJob {
+    fn from(row: store::status::RunningJobRow) -> Self {
+        RunningJob {
+            job_id: row.job_id,
+            kind: row.kind,
+            connection_id: row.connection_id,
+            locked_by: row.locked_by,
+            locked_until: row.locked_until,
+        }
+    }
+}
+
+impl From<store::status::DeadJobRow> for DeadJob {
+    fn from(row: store::status::DeadJobRow) -> Self {
+        DeadJob {
+            job_id: row.job_id,
+            kind: row.kind,
+            connection_id: row.connection_id,
+            attempts: row.attempts,
+            last_error: row.last_error,
+        }
+    }
+}
+
 impl QueueStatus {
     pub async fn load(pool: &PgPool, user: Option<UserId>) -> Result<Self, StoreError> {
         let (depth, oldest_due_lag_secs) = store::jobs::depth_and_lag(pool, user).await?;
         Ok(QueueStatus {
             depth,
             oldest_due_lag_secs,
-            running: store::jobs::running(pool, user).await?,
-            dead: store::jobs::dead(pool, user, DEAD_LISTED).await?,
+            running: store::jobs::running(pool, user)
+                .await?
+                .into_iter()
+                .map(RunningJob::from)
+                .collect(),
+            dead: store::jobs::dead(pool, user, DEAD_LISTED)
+                .await?
+                .into_iter()
+                .map(DeadJob::from)
+                .collect(),
             dead_total: store::jobs::dead_total(pool, user).await?,
         })
     }
@@ -191,7 +249,11 @@ impl OutboxStatus {
 impl StatusReport {
     pub async fn load(pool: &PgPool, user: Option<UserId>) -> Result<Self, StoreError> {
         Ok(StatusReport {
-            connections: store::status::connections(pool, user).await?,
+            connections: store::status::connections(pool, user)
+                .await?
+                .into_iter()
+                .map(ConnectionStatus::from)
+                .collect(),
             queue: QueueStatus::load(pool, user).await?,
             outbox: OutboxStatus::load(pool, user).await?,
             quota: None,
@@ -258,21 +320,21 @@ impl StatusReport {
                     last_error,
                     c.last_conflict
                         .as_ref()
-                        .map_or("-".to_owned(), |k| conflict_cell(now, &k.0)),
+                        .map_or("-".to_owned(), |k| conflict_cell(now, k)),
                 ]);
             }
             out.push_str(&table.render("  "));
         }
         for c in &self.connections {
-            let skipped = ConnectionStatus::count(&c.skipped_events.0);
-            let parked = ConnectionStatus::count(&c.parked_pushes.0);
+            let skipped = ConnectionStatus::count(&c.skipped_events);
+            let parked = ConnectionStatus::count(&c.parked_pushes);
             if skipped == 0 && parked == 0 {
                 continue;
             }
             let _ = writeln!(out, "  connection {}:", c.id);
             if skipped > 0 {
                 let _ = writeln!(out, "      skipped events: {skipped} (see status --json)");
-                for s in c.skipped_events.0.as_array().into_iter().flatten().take(5) {
+                for s in c.skipped_events.as_array().into_iter().flatten().take(5) {
                     let _ = writeln!(
                         out,
                         "        {}: {}",
@@ -283,7 +345,7 @@ impl StatusReport {
             }
             if parked > 0 {
                 let _ = writeln!(out, "      parked pushes: {parked}");
-                for p in c.parked_pushes.0.as_array().into_iter().flatten().take(5) {
+                for p in c.parked_pushes.as_array().into_iter().flatten().take(5) {
                     let _ = writeln!(
                         out,
                         "        appointment {}: {}",
@@ -473,13 +535,13 @@ mod tests {
                 calendar_gone: false,
                 pending_pushes: Some(2),
                 last_error: Some("invalid_grant:\nrevoked".to_owned()),
-                last_conflict: Some(sqlx::types::Json(serde_json::json!({
+                last_conflict: Some(serde_json::json!({
                     "winner": "google", "kind": "edit", "detectedAt": "2026-12-01T11:57:00.000Z"
-                }))),
+                })),
                 failing_since: minutes(30),
                 channel_expires_at: None,
-                skipped_events: sqlx::types::Json(serde_json::json!([])),
-                parked_pushes: sqlx::types::Json(serde_json::json!([])),
+                skipped_events: serde_json::json!([]),
+                parked_pushes: serde_json::json!([]),
                 auth: "refresh_token".to_owned(),
                 subject: None,
             }],

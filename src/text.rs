@@ -47,9 +47,41 @@ pub fn error_text(s: &str) -> String {
     cut(&cleaned, MAX_ERROR_CHARS)
 }
 
+/// An error and every cause under it, as one line: `outer: cause: root`.
+///
+/// Errors here keep their cause as [`source`](std::error::Error::source)
+/// and leave it out of their own message, so a chain names each cause once;
+/// this is how a chain is printed where only `Display` would be (logs, the
+/// error recorded on a job or connection).
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(err) = cause {
+            write!(f, ": {err}")?;
+            cause = err.source();
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_chain_names_every_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("the database is unreachable")]
+        struct Outer(#[source] std::io::Error);
+        let err = Outer(std::io::Error::other("connection refused"));
+        assert_eq!(
+            Chain(&err).to_string(),
+            "the database is unreachable: connection refused"
+        );
+    }
 
     #[test]
     fn cut_keeps_short_text_and_marks_a_cut() {

@@ -123,7 +123,7 @@ impl Default for FakeGoogleOptions {
 /// What the emulator's handle reports.
 #[derive(Debug, thiserror::Error)]
 pub enum FakeGoogleError {
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Io {
         path: PathBuf,
         #[source]
@@ -131,7 +131,7 @@ pub enum FakeGoogleError {
     },
     #[error("fixture {path}: {message}")]
     Fixture { path: PathBuf, message: String },
-    #[error("binding {addr}: {source}")]
+    #[error("binding {addr}")]
     Bind {
         addr: SocketAddr,
         #[source]

@@ -98,7 +98,7 @@ pub enum RecordError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot set up TLS for the upstream: {0}")]
+    #[error("cannot set up TLS for the upstream")]
     Tls(#[source] std::io::Error),
 }
 

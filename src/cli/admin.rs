@@ -129,7 +129,7 @@ pub async fn connect(env: &Env, args: ConnectArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let outcome = store::connections::connect(
+    let outcome = plansync::sync::connect(
         &pool,
         NewConnection {
             user: args.user,

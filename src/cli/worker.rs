@@ -139,7 +139,10 @@ pub async fn run(env: &Env, args: RunArgs) -> anyhow::Result<ExitCode> {
         match relay.drain().await {
             Ok(n) => tracing::info!(published = n, "outbox drained"),
             Err(err) => {
-                tracing::warn!(error = %err, "outbox not drained; it stays for the next pass")
+                tracing::warn!(
+                    error = %plansync::text::Chain(&err),
+                    "outbox not drained; it stays for the next pass"
+                )
             }
         }
         return Ok(ExitCode::SUCCESS);
@@ -179,7 +182,10 @@ pub async fn run(env: &Env, args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     match http.await {
         Ok(Ok(())) => {}
-        Ok(Err(err)) => tracing::warn!(error = %err, "HTTP server stopped with an error"),
+        Ok(Err(err)) => tracing::warn!(
+            error = %plansync::text::Chain(&err),
+            "HTTP server stopped with an error"
+        ),
         Err(err) => tracing::warn!(error = %err, "HTTP server task failed"),
     }
     Ok(ExitCode::SUCCESS)

@@ -124,11 +124,26 @@ impl DeltaBatch {
     ) -> Result<Vec<(UserId, i64)>, StoreError> {
         let mut versions = Vec::new();
         for (user, mut deltas) in self.into_deltas(bulk_threshold) {
-            let version = store::outbox::append(conn, user, &mut deltas).await?;
+            let version = append(conn, user, &mut deltas).await?;
             versions.push((user, version));
         }
         Ok(versions)
     }
+}
+
+/// Appends `deltas` of `user` to the outbox in the caller's transaction,
+/// stamping each with the version the outbox reserved for it (one bump each,
+/// in order). Returns the user's new `plan_version`.
+pub(super) async fn append(
+    conn: &mut PgConnection,
+    user: UserId,
+    deltas: &mut [PlanItemDelta],
+) -> Result<i64, StoreError> {
+    store::outbox::append(conn, user, deltas.len(), |i, version| {
+        deltas[i].version = Some(version);
+        serde_json::to_string(&deltas[i]).expect("deltas serialize")
+    })
+    .await
 }
 
 #[cfg(test)]

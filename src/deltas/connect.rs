@@ -22,7 +22,7 @@ use crate::config::{redacted_url, RedisSettings};
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// `REDIS_URL` is not a URL the redis crate accepts: fix the setting.
-    #[error("REDIS_URL {url} is invalid: {source}")]
+    #[error("REDIS_URL {url} is invalid")]
     InvalidUrl {
         url: String,
         #[source]

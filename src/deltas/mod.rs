@@ -10,12 +10,14 @@
 pub mod batch;
 pub mod catch_up;
 pub mod connect;
+pub mod link;
 pub mod publish;
 pub mod relay;
 pub mod streams;
 pub mod timestamp;
 
 pub use batch::DeltaBatch;
+pub use link::announce_link_change;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -133,6 +135,9 @@ impl PlanItemDelta {
         }
     }
 }
+
+/// The event name the realtime layer's clients listen to.
+pub const EVENT_NAME: &str = "plan:item-delta";
 
 /// The `data.section` of a link delta.
 pub const GOOGLE_CALENDAR_SECTION: &str = "google-calendar";

@@ -28,14 +28,13 @@ use super::{PlanItemDelta, PlanItemDeltaPayload, UserDeltaMessage};
 use crate::config::{redacted_url, RedisSettings};
 use crate::ids::UserId;
 
-/// The event name the realtime layer's clients listen to.
-pub const EVENT_NAME: &str = "plan:item-delta";
+pub use super::EVENT_NAME;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     /// Redis is unreachable or failed the command: back off and try again;
     /// the outbox keeps everything meanwhile.
-    #[error("redis at {url} is unavailable: {source}")]
+    #[error("redis at {url} is unavailable")]
     Unavailable {
         url: String,
         #[source]
@@ -45,7 +44,7 @@ pub enum PublishError {
     /// helps only once someone fixes the CA or the server, so the message
     /// says where the trust comes from. The outbox keeps everything meanwhile.
     #[error(
-        "redis at {url} presented a TLS certificate that is not trusted ({source}); \
+        "redis at {url} presented a TLS certificate that is not trusted: \
          its CA must be in the system roots or in PLANSYNC_REDIS_CA_FILE"
     )]
     UntrustedCertificate {
@@ -57,7 +56,7 @@ pub enum PublishError {
     #[error(transparent)]
     Config(#[from] ConnectError),
     /// An outbox row is not valid JSON: only a hand-edited row can do this.
-    #[error("an outbox row is not valid JSON: {0}")]
+    #[error("an outbox row is not valid JSON")]
     Corrupt(#[source] serde_json::Error),
 }
 

@@ -25,7 +25,7 @@
 //! `json` message of the same group; deltas are spliced as the outbox keeps
 //! them (JSON text from a `jsonb` column), not parsed again.
 
-use super::publish::EVENT_NAME;
+use super::EVENT_NAME;
 use crate::ids::UserId;
 
 /// The adapter's uid for messages that come from no server node.

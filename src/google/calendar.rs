@@ -21,12 +21,11 @@ use serde_json::{json, Value};
 use tokio::time::error::Elapsed;
 
 use super::budget::{self, CallKind};
-use super::error::{
-    classify, from_hub_error, retry_after, Capture, ErrorBody, GoogleError, Target,
-};
+use super::error::{classify, from_hub_error, Capture, ErrorBody, GoogleError, Target};
 use super::http::{body, empty_body, send, Connector, SendError};
 use super::listing::{parse_page, EventPage};
 use super::mapping::{remote_event, write_ack, BodyKind, EventBody, RemoteEvent, WriteAck};
+use super::retry_after::retry_after;
 use super::token::TokenProvider;
 use super::HttpClient;
 use crate::ids::{CalendarId, Etag, EventId, SyncToken};

@@ -34,7 +34,7 @@ use yup_oauth2::error::AuthErrorCode;
 use yup_oauth2::{CustomHyperClientBuilder, ServiceAccountAuthenticator, ServiceAccountKey};
 
 use super::http::Connector;
-use super::token::{TokenError, EXPIRY_MARGIN};
+use super::token_error::{TokenError, EXPIRY_MARGIN};
 use crate::ids::{AccessToken, Subject};
 
 /// The one scope delegated connections ask for.
@@ -50,7 +50,7 @@ const MAX_KEY_FILE_BYTES: u64 = 64 * 1024;
 /// The key file could not be used. Messages name the file, never its content.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
-    #[error("GOOGLE_SERVICE_ACCOUNT_KEY: cannot read {path}: {source}")]
+    #[error("GOOGLE_SERVICE_ACCOUNT_KEY: cannot read {path}")]
     Unreadable {
         path: String,
         #[source]

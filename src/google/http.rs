@@ -28,7 +28,7 @@ pub(crate) type Body = google_calendar3::common::Body;
 
 /// The TLS setup failed (no usable root certificates on this machine).
 #[derive(Debug, thiserror::Error)]
-#[error("cannot set up TLS for Google: {0}")]
+#[error("cannot set up TLS for Google")]
 pub struct TlsSetupError(#[source] std::io::Error);
 
 /// The connector of every client: rustls with the `ring` provider named

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::error::GoogleError;
-use super::mapping::{remote_event, RemoteEvent};
+use super::mapping::{known_zone, remote_event, RemoteEvent};
 use super::PageToken;
 use crate::ids::SyncToken;
 use crate::text;
@@ -158,20 +158,6 @@ pub(crate) fn parse_page(body: &[u8]) -> Result<EventPage, GoogleError> {
         next_sync_token: next_sync_token.map(SyncToken),
         calendar_time_zone,
     })
-}
-
-/// A zone name we can use, or `None` (zones are labels resolved by
-/// chrono-tz: an unknown one would make every later push of the row fail).
-pub(crate) fn known_zone(zone: &str) -> Option<String> {
-    match zone.parse::<chrono_tz::Tz>() {
-        Ok(_) => Some(zone.to_owned()),
-        Err(_) => {
-            if !zone.is_empty() {
-                tracing::warn!(zone = %text::cut(&text::without_nul(zone), 60), "unknown time zone ignored");
-            }
-            None
-        }
-    }
 }
 
 fn decode_item(
@@ -419,8 +405,8 @@ mod tests {
             #[test]
             fn any_retry_after_is_bounded(raw in ".{0,40}", digits in "[0-9]{1,40}") {
                 for r in [raw.as_str(), digits.as_str()] {
-                    if let Some(d) = crate::google::error::parse_retry_after(r) {
-                        prop_assert!(d <= crate::google::error::MAX_SNOOZE);
+                    if let Some(d) = crate::google::retry_after::parse_retry_after(r) {
+                        prop_assert!(d <= crate::google::retry_after::MAX_SNOOZE);
                     }
                 }
             }

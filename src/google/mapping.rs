@@ -192,7 +192,7 @@ pub(crate) fn remote_event(
             let zone = |t: &EventDateTime| {
                 t.time_zone
                     .as_deref()
-                    .and_then(super::listing::known_zone)
+                    .and_then(known_zone)
                     .or_else(|| calendar_time_zone.map(str::to_owned))
                     .filter(|z| !z.is_empty())
             };
@@ -362,6 +362,20 @@ impl EventBody<'_> {
             t.insert("date".into(), Value::Null);
         }
         Ok(Value::Object(t))
+    }
+}
+
+/// A zone name we can use, or `None` (zones are labels resolved by
+/// chrono-tz: an unknown one would make every later push of the row fail).
+pub(crate) fn known_zone(zone: &str) -> Option<String> {
+    match zone.parse::<chrono_tz::Tz>() {
+        Ok(_) => Some(zone.to_owned()),
+        Err(_) => {
+            if !zone.is_empty() {
+                tracing::warn!(zone = %crate::text::cut(&crate::text::without_nul(zone), 60), "unknown time zone ignored");
+            }
+            None
+        }
     }
 }
 

@@ -17,7 +17,9 @@ mod http;
 mod listing;
 mod mapping;
 mod observe;
+mod retry_after;
 mod token;
+mod token_error;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,14 +32,16 @@ pub use calendar::{
     MAX_PAGE_SIZE,
 };
 pub use delegated::{DelegatedTokens, KeyFileError, ServiceAccount, CALENDAR_SCOPE};
-pub use error::{GoogleError, NextStep, MAX_SNOOZE};
+pub use error::{GoogleError, NextStep};
 pub use http::{HttpClient, TlsSetupError};
 pub use listing::{skipped_id, EventPage, SkippedEvent, SKIPPED_ID_CHARS};
 pub use mapping::{
     in_storable_range, LiveStatus, NotAppointmentReason, RemoteAppointment, RemoteEvent,
     RemoteEventKind, WriteAck,
 };
-pub use token::{TokenError, TokenProvider};
+pub use retry_after::MAX_SNOOZE;
+pub use token::TokenProvider;
+pub use token_error::TokenError;
 
 use crate::config::GoogleSettings;
 use crate::ids::{RefreshToken, Subject};

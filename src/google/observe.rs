@@ -11,8 +11,8 @@ use std::future::Future;
 use std::time::Instant;
 
 use super::error::GoogleError;
-use super::token::TokenError;
-use crate::worker::metric;
+use super::token_error::TokenError;
+use crate::metrics as metric;
 
 /// The `operation` label of a call of `kind`, as Google names the method.
 pub(crate) fn operation(kind: super::budget::CallKind) -> &'static str {

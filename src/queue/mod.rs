@@ -134,8 +134,10 @@ pub enum JobError {
 impl From<StoreError> for JobError {
     fn from(err: StoreError) -> Self {
         match err {
+            // The whole chain: the database's own error is the store
+            // error's source, not part of its message.
             StoreError::NotMigrated => JobError::Fatal(err.to_string()),
-            other => JobError::Retry(other.to_string()),
+            other => JobError::Retry(crate::text::Chain(&other).to_string()),
         }
     }
 }
@@ -392,8 +394,16 @@ impl Queue {
         let connection_delay = match (error, schedule) {
             (JobError::Snooze { .. }, _) => None,
             (_, schedule) => Some(
-                store::connections::record_failure(&mut tx, job.connection, &message, schedule)
-                    .await?,
+                store::connections::record_failure(
+                    &mut tx,
+                    job.connection,
+                    &message,
+                    schedule.map(|s| store::connections::Backoff {
+                        first: s.first,
+                        cap: s.cap,
+                    }),
+                )
+                .await?,
             ),
         };
         let transition = match error {

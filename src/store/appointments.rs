@@ -16,8 +16,8 @@ use crate::model::AppointmentFields;
 
 /// Marks the transaction's writes as the worker's own.
 pub async fn mark_origin_google(conn: &mut PgConnection) -> Result<(), StoreError> {
-    sqlx::query("SELECT set_config('plansync.origin', 'google', true)")
-        .execute(conn)
+    sqlx::query_scalar!("SELECT set_config('plansync.origin', 'google', true)")
+        .fetch_one(conn)
         .await?;
     Ok(())
 }
@@ -52,31 +52,45 @@ pub struct AppointmentRow {
 
 /// The appointment columns of an outer join: all NULL when the host deleted
 /// the row (its link outlives it until the push has deleted the event).
-#[derive(sqlx::FromRow)]
 pub(super) struct MaybeAppointment {
-    user_id: Option<UserId>,
-    summary: Option<String>,
-    description: Option<String>,
-    location: Option<String>,
-    start_at: Option<DateTime<Utc>>,
-    end_at: Option<DateTime<Utc>>,
-    start_time_zone: Option<String>,
-    end_time_zone: Option<String>,
-    all_day: Option<bool>,
-    created_at: Option<DateTime<Utc>>,
-    updated_at: Option<DateTime<Utc>>,
+    pub(super) user_id: Option<UserId>,
+    pub(super) summary: Option<String>,
+    pub(super) description: Option<String>,
+    pub(super) location: Option<String>,
+    pub(super) start_at: Option<DateTime<Utc>>,
+    pub(super) end_at: Option<DateTime<Utc>>,
+    pub(super) start_time_zone: Option<String>,
+    pub(super) end_time_zone: Option<String>,
+    pub(super) all_day: Option<bool>,
+    pub(super) created_at: Option<DateTime<Utc>>,
+    pub(super) updated_at: Option<DateTime<Utc>>,
 }
 
-/// The columns of [`MaybeAppointment`] as a SELECT list over `a`. Times go
-/// through `plansync.storable_time`, which turns a host's `infinity` or
-/// out-of-range value into NULL: decoding those would panic, and the row must
-/// still be read (and refused for push, or overwritten by a newer Google
-/// version) rather than stop its calendar.
-pub(super) const APPOINTMENT_COLUMNS: &str = "a.user_id, a.summary, a.description, a.location, \
-     plansync.storable_time(a.start_at) AS start_at, plansync.storable_time(a.end_at) AS end_at, \
-     a.start_time_zone, a.end_time_zone, a.all_day, \
-     plansync.storable_time(a.created_at) AS created_at, \
-     plansync.storable_time(a.updated_at) AS updated_at";
+/// A [`MaybeAppointment`] from a query record that selected the appointment
+/// columns of `a` under their own names, each nullable (`AS "x?"`). Times are
+/// selected through `plansync.storable_time`, which turns a host's `infinity`
+/// or out-of-range value into NULL: decoding those would panic, and the row
+/// must still be read (and refused for push, or overwritten by a newer Google
+/// version) rather than stop its calendar. The select list is spelled out in
+/// each statement, as the compile-time checked macros need literal SQL.
+macro_rules! maybe_appointment {
+    ($record:expr) => {
+        $crate::store::appointments::MaybeAppointment {
+            user_id: $record.user_id,
+            summary: $record.summary,
+            description: $record.description,
+            location: $record.location,
+            start_at: $record.start_at,
+            end_at: $record.end_at,
+            start_time_zone: $record.start_time_zone,
+            end_time_zone: $record.end_time_zone,
+            all_day: $record.all_day,
+            created_at: $record.created_at,
+            updated_at: $record.updated_at,
+        }
+    };
+}
+pub(super) use maybe_appointment;
 
 impl MaybeAppointment {
     pub(super) fn into_row(self, id: AppointmentId) -> Option<AppointmentRow> {
@@ -102,32 +116,6 @@ impl MaybeAppointment {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct RowWithLink {
-    link_id: i64,
-    event_id: EventId,
-    appointment_id: AppointmentId,
-    etag: Option<Etag>,
-    pending_push: bool,
-    parked: bool,
-    #[sqlx(flatten)]
-    appointment: MaybeAppointment,
-}
-
-impl RowWithLink {
-    fn into_linked(self) -> LinkedAppointment {
-        LinkedAppointment {
-            link_id: self.link_id,
-            event_id: self.event_id,
-            appointment_id: self.appointment_id,
-            etag: self.etag,
-            row: self.appointment.into_row(self.appointment_id),
-            pending_push: self.pending_push,
-            parked: self.parked,
-        }
-    }
-}
-
 /// The connection's links for `event_ids`, with their appointments.
 ///
 /// The appointments are row-locked first (in id order, so two pages never
@@ -141,37 +129,55 @@ pub async fn load_linked(
     connection: ConnectionId,
     event_ids: &[&str],
 ) -> Result<Vec<LinkedAppointment>, StoreError> {
-    sqlx::query(
+    sqlx::query!(
         "SELECT a.id FROM plansync.links l \
          JOIN public.appointments a ON a.id = l.appointment_id \
          WHERE l.connection_id = $1 AND l.event_id = ANY($2) \
          ORDER BY a.id FOR UPDATE OF a",
+        connection.0,
+        event_ids as &[&str],
     )
-    .bind(connection)
-    .bind(event_ids)
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
-    let sql = format!(
-        "SELECT l.id AS link_id, l.event_id, l.appointment_id, l.etag, \
-             (EXISTS (SELECT 1 FROM plansync.jobs j WHERE j.kind = 'push' \
-                 AND j.appointment_id = l.appointment_id \
-                 AND j.state IN ('queued', 'dead')) OR EXISTS ( \
-                 SELECT 1 FROM plansync.parked_pushes p \
-                 WHERE p.appointment_id = l.appointment_id)) AS pending_push, \
-             EXISTS (SELECT 1 FROM plansync.parked_pushes p \
-                 WHERE p.appointment_id = l.appointment_id) AS parked, \
-             {APPOINTMENT_COLUMNS} \
-         FROM plansync.links l \
-         LEFT JOIN public.appointments a ON a.id = l.appointment_id \
-         WHERE l.connection_id = $1 AND l.event_id = ANY($2) \
-         FOR UPDATE OF l"
-    );
-    let rows = sqlx::query_as::<_, RowWithLink>(&sql)
-        .bind(connection)
-        .bind(event_ids)
-        .fetch_all(conn)
-        .await?;
-    Ok(rows.into_iter().map(RowWithLink::into_linked).collect())
+    let rows = sqlx::query!(
+        r#"SELECT l.id AS link_id, l.event_id AS "event_id: EventId",
+             l.appointment_id AS "appointment_id: AppointmentId", l.etag AS "etag: Etag",
+             (EXISTS (SELECT 1 FROM plansync.jobs j WHERE j.kind = 'push'
+                 AND j.appointment_id = l.appointment_id
+                 AND j.state IN ('queued', 'dead')) OR EXISTS (
+                 SELECT 1 FROM plansync.parked_pushes p
+                 WHERE p.appointment_id = l.appointment_id)) AS "pending_push!",
+             EXISTS (SELECT 1 FROM plansync.parked_pushes p
+                 WHERE p.appointment_id = l.appointment_id) AS "parked!",
+             a.user_id AS "user_id?: UserId", a.summary AS "summary?",
+             a.description AS "description?", a.location AS "location?",
+             plansync.storable_time(a.start_at) AS "start_at?",
+             plansync.storable_time(a.end_at) AS "end_at?",
+             a.start_time_zone AS "start_time_zone?", a.end_time_zone AS "end_time_zone?",
+             a.all_day AS "all_day?",
+             plansync.storable_time(a.created_at) AS "created_at?",
+             plansync.storable_time(a.updated_at) AS "updated_at?"
+         FROM plansync.links l
+         LEFT JOIN public.appointments a ON a.id = l.appointment_id
+         WHERE l.connection_id = $1 AND l.event_id = ANY($2)
+         FOR UPDATE OF l"#,
+        connection.0,
+        event_ids as &[&str],
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| LinkedAppointment {
+            link_id: r.link_id,
+            row: maybe_appointment!(r).into_row(r.appointment_id),
+            event_id: r.event_id,
+            appointment_id: r.appointment_id,
+            etag: r.etag,
+            pending_push: r.pending_push,
+            parked: r.parked,
+        })
+        .collect())
 }
 
 /// A new appointment from Google, with what its link must remember.
@@ -197,22 +203,6 @@ struct FieldColumns<'a> {
 }
 
 impl<'a> FieldColumns<'a> {
-    /// Binds the eight columns, in table order, as the next parameters.
-    fn bind_to<'q, O>(
-        &'q self,
-        query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
-    ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
-        query
-            .bind(&self.summary)
-            .bind(&self.description)
-            .bind(&self.location)
-            .bind(&self.start_at)
-            .bind(&self.end_at)
-            .bind(&self.start_tz)
-            .bind(&self.end_tz)
-            .bind(&self.all_day)
-    }
-
     fn with_capacity(n: usize) -> Self {
         FieldColumns {
             summary: Vec::with_capacity(n),
@@ -264,54 +254,57 @@ pub async fn insert_linked(
     // appointment in the same statement; the CTE is evaluated exactly once.
     // The sequence is looked up once per statement (an InitPlan), not per
     // row: per row, the catalog lookup cost more than the insert itself.
-    let query = sqlx::query_as(
-        "WITH input AS MATERIALIZED ( \
-             SELECT nextval((SELECT pg_get_serial_sequence('public.appointments', 'id')::regclass)) \
-                 AS id, t.* \
-             FROM UNNEST($3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TIMESTAMPTZ[], \
-                         $8::TIMESTAMPTZ[], $9::TEXT[], $10::TEXT[], $11::BOOLEAN[], \
-                         $12::TEXT[], $13::TIMESTAMPTZ[]) WITH ORDINALITY \
-                 AS t(event_id, summary, description, location, start_at, end_at, \
-                      start_tz, end_tz, all_day, etag, remote_updated, ord)), \
-         inserted AS ( \
-             INSERT INTO public.appointments (id, user_id, summary, description, location, \
-                 start_at, end_at, start_time_zone, end_time_zone, all_day, created_at, updated_at) \
-             SELECT id, $1, summary, description, location, start_at, end_at, start_tz, end_tz, \
-                 all_day, now(), now() FROM input \
-             RETURNING id, created_at, updated_at), \
-         linked AS ( \
-             INSERT INTO plansync.links (connection_id, appointment_id, event_id, etag, \
-                 remote_updated_at, seen_generation) \
-             SELECT $2, id, event_id, etag, remote_updated, $14 FROM input) \
-         SELECT input.ord, inserted.id, inserted.created_at, inserted.updated_at \
-         FROM input JOIN inserted USING (id) ORDER BY input.ord",
+    let rows = sqlx::query!(
+        r#"WITH input AS MATERIALIZED (
+             SELECT nextval((SELECT pg_get_serial_sequence('public.appointments', 'id')::regclass))
+                 AS id, t.*
+             FROM UNNEST($3::TEXT[], $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TIMESTAMPTZ[],
+                         $8::TIMESTAMPTZ[], $9::TEXT[], $10::TEXT[], $11::BOOLEAN[],
+                         $12::TEXT[], $13::TIMESTAMPTZ[]) WITH ORDINALITY
+                 AS t(event_id, summary, description, location, start_at, end_at,
+                      start_tz, end_tz, all_day, etag, remote_updated, ord)),
+         inserted AS (
+             INSERT INTO public.appointments (id, user_id, summary, description, location,
+                 start_at, end_at, start_time_zone, end_time_zone, all_day, created_at, updated_at)
+             SELECT id, $1, summary, description, location, start_at, end_at, start_tz, end_tz,
+                 all_day, now(), now() FROM input
+             RETURNING id, created_at, updated_at),
+         linked AS (
+             INSERT INTO plansync.links (connection_id, appointment_id, event_id, etag,
+                 remote_updated_at, seen_generation)
+             SELECT $2, id, event_id, etag, remote_updated, $14 FROM input)
+         SELECT inserted.id AS "id!: AppointmentId", inserted.created_at AS "created_at!",
+             inserted.updated_at AS "updated_at!"
+         FROM input JOIN inserted USING (id) ORDER BY input.ord"#,
+        user.0,
+        connection.0,
+        &event_ids as &[&str],
+        &cols.summary as &[&str],
+        &cols.description as &[Option<&str>],
+        &cols.location as &[Option<&str>],
+        &cols.start_at,
+        &cols.end_at,
+        &cols.start_tz as &[Option<&str>],
+        &cols.end_tz as &[Option<&str>],
+        &cols.all_day,
+        &etags as &[&str],
+        &remote_updated,
+        generation,
     )
-    .bind(user)
-    .bind(connection)
-    .bind(&event_ids);
-    let rows: Vec<(i64, AppointmentId, DateTime<Utc>, DateTime<Utc>)> = cols
-        .bind_to(query)
-        .bind(&etags)
-        .bind(&remote_updated)
-        .bind(generation)
-        .fetch_all(conn)
-        .await?;
+    .fetch_all(conn)
+    .await?;
     Ok(rows
         .into_iter()
         .zip(items)
-        .map(|((_, id, created_at, updated_at), item)| AppointmentRow {
-            id,
+        .map(|(row, item)| AppointmentRow {
+            id: row.id,
             user_id: user,
             fields: item.fields.clone(),
-            created_at,
-            updated_at,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
         })
         .collect())
 }
-
-/// What an overwrite returns: id, owner, `created_at` (the host's, so read
-/// through `storable_time`) and the new `updated_at`.
-type WrittenRow = (AppointmentId, UserId, Option<DateTime<Utc>>, DateTime<Utc>);
 
 /// Overwrites appointments with Google's values. Returns the rows as written,
 /// in input order.
@@ -327,24 +320,39 @@ pub async fn update_fields(
     for (_, fields) in items {
         cols.push(fields);
     }
-    let query = sqlx::query_as(
-        "UPDATE public.appointments a SET summary = t.summary, description = t.description, \
-             location = t.location, start_at = t.start_at, end_at = t.end_at, \
-             start_time_zone = t.start_tz, end_time_zone = t.end_tz, all_day = t.all_day, \
-             updated_at = now() \
-         FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TIMESTAMPTZ[], \
-                     $6::TIMESTAMPTZ[], $7::TEXT[], $8::TEXT[], $9::BOOLEAN[]) \
-             AS t(id, summary, description, location, start_at, end_at, start_tz, end_tz, all_day) \
-         WHERE a.id = t.id \
-         RETURNING a.id, a.user_id, plansync.storable_time(a.created_at), a.updated_at",
-    )
-    .bind(&ids);
     // created_at is the host's and may be `infinity`: read it as every
     // appointment time is read (updated_at was just set to now()).
-    let rows: Vec<WrittenRow> = cols.bind_to(query).fetch_all(conn).await?;
-    let rows = rows
-        .into_iter()
-        .map(|(id, u, c, up)| (id, u, c.unwrap_or(crate::model::UNSTORABLE_TIME), up));
+    let rows = sqlx::query!(
+        r#"UPDATE public.appointments a SET summary = t.summary, description = t.description,
+             location = t.location, start_at = t.start_at, end_at = t.end_at,
+             start_time_zone = t.start_tz, end_time_zone = t.end_tz, all_day = t.all_day,
+             updated_at = now()
+         FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TIMESTAMPTZ[],
+                     $6::TIMESTAMPTZ[], $7::TEXT[], $8::TEXT[], $9::BOOLEAN[])
+             AS t(id, summary, description, location, start_at, end_at, start_tz, end_tz, all_day)
+         WHERE a.id = t.id
+         RETURNING a.id AS "id: AppointmentId", a.user_id AS "user_id: UserId",
+             plansync.storable_time(a.created_at) AS "created_at?", a.updated_at"#,
+        &ids as &[AppointmentId],
+        &cols.summary as &[&str],
+        &cols.description as &[Option<&str>],
+        &cols.location as &[Option<&str>],
+        &cols.start_at,
+        &cols.end_at,
+        &cols.start_tz as &[Option<&str>],
+        &cols.end_tz as &[Option<&str>],
+        &cols.all_day,
+    )
+    .fetch_all(conn)
+    .await?;
+    let rows = rows.into_iter().map(|r| {
+        (
+            r.id,
+            r.user_id,
+            r.created_at.unwrap_or(crate::model::UNSTORABLE_TIME),
+            r.updated_at,
+        )
+    });
     let by_id: std::collections::HashMap<AppointmentId, (UserId, DateTime<Utc>, DateTime<Utc>)> =
         rows.map(|(id, u, c, up)| (id, (u, c, up))).collect();
     Ok(items
@@ -371,10 +379,12 @@ pub async fn delete(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(
-        sqlx::query_as("DELETE FROM public.appointments WHERE id = ANY($1) RETURNING id, user_id")
-            .bind(ids)
-            .fetch_all(conn)
-            .await?,
+    let rows = sqlx::query!(
+        r#"DELETE FROM public.appointments WHERE id = ANY($1)
+         RETURNING id AS "id: AppointmentId", user_id AS "user_id: UserId""#,
+        ids as &[AppointmentId],
     )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.user_id)).collect())
 }

@@ -20,12 +20,13 @@ use crate::ids::{ConnectionId, JobId};
 /// retries a failed delivery for a while.
 pub const STALE_DAYS: i32 = 7;
 
-/// `fresh`, over a `plansync.channels` row aliased `ch`.
-const FRESH: &str = "(ch.state = 'live' AND ch.retired_at IS NULL \
-     AND ch.expires_at - now() > (ch.expires_at - ch.opened_at) / 3)";
+// `fresh`, over a `plansync.channels` row aliased `ch`, is spelled out in
+// each statement that needs it (the checked macros take literal SQL only):
+//   (ch.state = 'live' AND ch.retired_at IS NULL
+//    AND ch.expires_at - now() > (ch.expires_at - ch.opened_at) / 3)
 
 /// An unstopped channel of a connection, as the watch job sees it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ChannelRow {
     pub id: ChannelId,
     /// `opening` or `live`.
@@ -56,31 +57,34 @@ pub async fn watch_state(
     conn: &mut PgConnection,
     connection: ConnectionId,
 ) -> Result<WatchState, StoreError> {
-    let synced: bool = sqlx::query_scalar(
-        "SELECT c.last_pull_at IS NOT NULL AND NOT EXISTS ( \
-             SELECT 1 FROM plansync.jobs j WHERE j.connection_id = c.id \
-               AND j.kind = 'full_resync' AND j.state IN ('queued', 'running')) \
-         FROM plansync.connections c WHERE c.id = $1",
+    let synced = sqlx::query_scalar!(
+        r#"SELECT c.last_pull_at IS NOT NULL AND NOT EXISTS (
+             SELECT 1 FROM plansync.jobs j WHERE j.connection_id = c.id
+               AND j.kind = 'full_resync' AND j.state IN ('queued', 'running')) AS "synced!"
+         FROM plansync.connections c WHERE c.id = $1"#,
+        connection.0,
     )
-    .bind(connection)
     .fetch_optional(&mut *conn)
     .await?
     .ok_or(StoreError::UnknownConnection(connection))?;
-    let channels = sqlx::query_as::<_, ChannelRow>(&format!(
-        "SELECT ch.id, ch.state, ch.address, ch.resource_id, ch.expires_at, \
-             ch.retired_at IS NOT NULL AS retired, {FRESH} AS fresh \
-         FROM plansync.channels ch WHERE ch.connection_id = $1 AND ch.state <> 'stopped' \
-         ORDER BY ch.created_at, ch.id"
-    ))
-    .bind(connection)
+    let channels = sqlx::query_as!(
+        ChannelRow,
+        r#"SELECT ch.id AS "id: ChannelId", ch.state, ch.address, ch.resource_id, ch.expires_at,
+             ch.retired_at IS NOT NULL AS "retired!",
+             (ch.state = 'live' AND ch.retired_at IS NULL
+              AND ch.expires_at - now() > (ch.expires_at - ch.opened_at) / 3) AS "fresh!"
+         FROM plansync.channels ch WHERE ch.connection_id = $1 AND ch.state <> 'stopped'
+         ORDER BY ch.created_at, ch.id"#,
+        connection.0,
+    )
     .fetch_all(&mut *conn)
     .await?;
-    let known_resource_id = sqlx::query_scalar(
-        "SELECT resource_id FROM plansync.channels \
-         WHERE connection_id = $1 AND resource_id IS NOT NULL \
-         ORDER BY created_at DESC LIMIT 1",
+    let known_resource_id = sqlx::query_scalar!(
+        r#"SELECT resource_id AS "resource_id!" FROM plansync.channels
+         WHERE connection_id = $1 AND resource_id IS NOT NULL
+         ORDER BY created_at DESC LIMIT 1"#,
+        connection.0,
     )
-    .bind(connection)
     .fetch_optional(&mut *conn)
     .await?;
     Ok(WatchState {
@@ -102,25 +106,26 @@ pub async fn record_opening(
     token_hash: &[u8],
     address: &str,
 ) -> Result<bool, StoreError> {
-    let usable: Option<bool> = sqlx::query_scalar(
+    let usable = sqlx::query_scalar!(
         "SELECT active AND (refresh_token_enc IS NOT NULL OR subject IS NOT NULL) \
          FROM plansync.connections \
          WHERE id = $1 FOR SHARE",
+        connection.0,
     )
-    .bind(connection)
     .fetch_optional(&mut *conn)
-    .await?;
+    .await?
+    .flatten();
     if usable != Some(true) {
         return Ok(false);
     }
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO plansync.channels (id, connection_id, token_hash, address) \
          VALUES ($1, $2, $3, $4)",
+        id.0,
+        connection.0,
+        token_hash,
+        address,
     )
-    .bind(id)
-    .bind(connection)
-    .bind(token_hash)
-    .bind(address)
     .execute(&mut *conn)
     .await?;
     Ok(true)
@@ -138,23 +143,23 @@ pub async fn mark_live(
     resource_id: &str,
     expires_at: Option<DateTime<Utc>>,
 ) -> Result<bool, StoreError> {
-    let wanted: bool = sqlx::query_scalar(
-        "UPDATE plansync.channels SET state = 'live', resource_id = $2, opened_at = now(), \
-             expires_at = COALESCE($3, now() + interval '7 days') \
-         WHERE id = $1 RETURNING retired_at IS NULL",
+    let wanted = sqlx::query_scalar!(
+        r#"UPDATE plansync.channels SET state = 'live', resource_id = $2, opened_at = now(),
+             expires_at = COALESCE($3, now() + interval '7 days')
+         WHERE id = $1 RETURNING retired_at IS NULL AS "wanted!""#,
+        id.0,
+        resource_id,
+        expires_at,
     )
-    .bind(id)
-    .bind(resource_id)
-    .bind(expires_at)
     .fetch_one(&mut *conn)
     .await?;
     if wanted {
-        sqlx::query(
+        sqlx::query!(
             "UPDATE plansync.channels SET retired_at = now() \
              WHERE connection_id = $1 AND id <> $2 AND state <> 'stopped' AND retired_at IS NULL",
+            connection.0,
+            id.0,
         )
-        .bind(connection)
-        .bind(id)
         .execute(&mut *conn)
         .await?;
     }
@@ -164,11 +169,11 @@ pub async fn mark_live(
 /// Retires channels (they will be stopped); already retired ones keep their time.
 pub async fn retire(conn: &mut PgConnection, ids: &[ChannelId]) -> Result<(), StoreError> {
     let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
-    sqlx::query(
+    sqlx::query!(
         "UPDATE plansync.channels SET retired_at = COALESCE(retired_at, now()) \
          WHERE id = ANY($1)",
+        &ids,
     )
-    .bind(ids)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -181,11 +186,11 @@ pub async fn retire_all(
     conn: &mut PgConnection,
     connection: ConnectionId,
 ) -> Result<u64, StoreError> {
-    let unstopped = sqlx::query(
+    let unstopped = sqlx::query!(
         "UPDATE plansync.channels SET retired_at = COALESCE(retired_at, now()) \
          WHERE connection_id = $1 AND state <> 'stopped'",
+        connection.0,
     )
-    .bind(connection)
     .execute(&mut *conn)
     .await?
     .rows_affected();
@@ -202,13 +207,13 @@ pub async fn mark_stopped(
     id: ChannelId,
     error: Option<&str>,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE plansync.channels SET state = 'stopped', stopped_at = now(), \
              retired_at = COALESCE(retired_at, now()), last_error = $2 \
          WHERE id = $1",
+        id.0,
+        error,
     )
-    .bind(id)
-    .bind(error)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -223,17 +228,17 @@ pub async fn finish_run(
     connection: ConnectionId,
     schedule_renewal: bool,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE plansync.connections c SET refresh_token_enc = NULL, updated_at = now() \
          WHERE c.id = $1 AND NOT c.active AND c.refresh_token_enc IS NOT NULL \
            AND NOT EXISTS (SELECT 1 FROM plansync.channels ch \
                            WHERE ch.connection_id = c.id AND ch.state <> 'stopped')",
+        connection.0,
     )
-    .bind(connection)
     .execute(&mut *conn)
     .await?;
     if schedule_renewal {
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO plansync.jobs (kind, connection_id, region, run_at) \
              SELECT 'watch', c.id, c.region, ch.expires_at - (ch.expires_at - ch.opened_at) / 3 \
              FROM plansync.connections c JOIN plansync.channels ch ON ch.connection_id = c.id \
@@ -243,8 +248,8 @@ pub async fn finish_run(
                  WHERE state = 'queued' \
              DO UPDATE SET run_at = LEAST(plansync.jobs.run_at, EXCLUDED.run_at), \
                            updated_at = now()",
+            connection.0,
         )
-        .bind(connection)
         .execute(&mut *conn)
         .await?;
     }
@@ -265,7 +270,7 @@ pub async fn schedule_upkeep(
     region: &str,
     webhook: Option<&str>,
 ) -> Result<u64, StoreError> {
-    let done = sqlx::query(&format!(
+    let done = sqlx::query!(
         "INSERT INTO plansync.jobs (kind, connection_id, region) \
          SELECT 'watch', c.id, c.region FROM plansync.connections c \
          WHERE c.region = $1 \
@@ -285,14 +290,16 @@ pub async fn schedule_upkeep(
                                    AND f.state IN ('queued', 'running')) \
                  AND NOT EXISTS (SELECT 1 FROM plansync.channels ch \
                                  WHERE ch.connection_id = c.id AND ch.address = $2 \
-                                   AND {FRESH}))) \
+                                   AND (ch.state = 'live' AND ch.retired_at IS NULL \
+                                        AND ch.expires_at - now() \
+                                            > (ch.expires_at - ch.opened_at) / 3)))) \
          ON CONFLICT (kind, connection_id, (COALESCE(appointment_id, 0))) \
              WHERE state = 'queued' \
          DO UPDATE SET run_at = now(), updated_at = now() \
-             WHERE plansync.jobs.attempts = 0 AND plansync.jobs.run_at > now()"
-    ))
-    .bind(region)
-    .bind(webhook)
+             WHERE plansync.jobs.attempts = 0 AND plansync.jobs.run_at > now()",
+        region,
+        webhook,
+    )
     .execute(pool)
     .await?
     .rows_affected();
@@ -304,7 +311,7 @@ pub async fn schedule_upkeep(
 /// was lost on the last attempt): their channels are given up (Google expires
 /// them by itself) and the token is forgotten. Returns how many.
 pub async fn settle_abandoned(pool: &PgPool, region: &str) -> Result<u64, StoreError> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "WITH gone AS ( \
              SELECT c.id FROM plansync.connections c \
              WHERE c.region = $1 AND NOT c.active \
@@ -323,8 +330,8 @@ Google expires it by itself') \
              FROM gone WHERE ch.connection_id = gone.id AND ch.state <> 'stopped') \
          UPDATE plansync.connections c SET refresh_token_enc = NULL, updated_at = now() \
          FROM gone WHERE c.id = gone.id",
+        region,
     )
-    .bind(region)
     .execute(pool)
     .await?
     .rows_affected();
@@ -334,11 +341,11 @@ Google expires it by itself') \
 /// Forgets channels stopped more than [`STALE_DAYS`] ago: their
 /// notifications are 404 from then on.
 pub async fn prune(pool: &PgPool) -> Result<u64, StoreError> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "DELETE FROM plansync.channels \
          WHERE state = 'stopped' AND retired_at < now() - make_interval(days => $1)",
+        STALE_DAYS,
     )
-    .bind(STALE_DAYS)
     .execute(pool)
     .await?
     .rows_affected();
@@ -347,13 +354,13 @@ pub async fn prune(pool: &PgPool) -> Result<u64, StoreError> {
 
 /// Live (not retired, not expired) channels of `region`.
 pub async fn count_live(pool: &PgPool, region: &str) -> Result<i64, StoreError> {
-    let n = sqlx::query_scalar(
-        "SELECT count(*) FROM plansync.channels ch \
-         JOIN plansync.connections c ON c.id = ch.connection_id \
-         WHERE c.region = $1 AND ch.state = 'live' AND ch.retired_at IS NULL \
-           AND ch.expires_at > now()",
+    let n = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM plansync.channels ch
+         JOIN plansync.connections c ON c.id = ch.connection_id
+         WHERE c.region = $1 AND ch.state = 'live' AND ch.retired_at IS NULL
+           AND ch.expires_at > now()"#,
+        region,
     )
-    .bind(region)
     .fetch_one(pool)
     .await?;
     Ok(n)
@@ -371,31 +378,31 @@ pub async fn enqueue_notified_pull(
     connection: ConnectionId,
     follow_up_delay_secs: f64,
 ) -> Result<Option<JobId>, StoreError> {
-    let id = sqlx::query_scalar(
-        "WITH ins AS ( \
-             INSERT INTO plansync.jobs (kind, connection_id, region, run_at) \
-             SELECT 'pull', c.id, c.region, \
-                    CASE WHEN EXISTS (SELECT 1 FROM plansync.jobs r \
-                                      WHERE r.connection_id = c.id AND r.state = 'running' \
-                                        AND r.kind IN ('pull', 'full_resync')) \
-                         THEN now() + make_interval(secs => $2) ELSE now() END \
-             FROM plansync.connections c WHERE c.id = $1 \
-             ON CONFLICT (kind, connection_id, (COALESCE(appointment_id, 0))) \
-                 WHERE state = 'queued' \
-             DO UPDATE SET updated_at = now() \
-             RETURNING id, region) \
-         SELECT id FROM ins, LATERAL (SELECT pg_notify($3, ins.region)) n",
+    let id = sqlx::query_scalar!(
+        r#"WITH ins AS (
+             INSERT INTO plansync.jobs (kind, connection_id, region, run_at)
+             SELECT 'pull', c.id, c.region,
+                    CASE WHEN EXISTS (SELECT 1 FROM plansync.jobs r
+                                      WHERE r.connection_id = c.id AND r.state = 'running'
+                                        AND r.kind IN ('pull', 'full_resync'))
+                         THEN now() + make_interval(secs => $2) ELSE now() END
+             FROM plansync.connections c WHERE c.id = $1
+             ON CONFLICT (kind, connection_id, (COALESCE(appointment_id, 0)))
+                 WHERE state = 'queued'
+             DO UPDATE SET updated_at = now()
+             RETURNING id, region)
+         SELECT id AS "id: JobId" FROM ins, LATERAL (SELECT pg_notify($3, ins.region)) n"#,
+        connection.0,
+        follow_up_delay_secs,
+        super::jobs::NOTIFY_CHANNEL,
     )
-    .bind(connection)
-    .bind(follow_up_delay_secs)
-    .bind(super::jobs::NOTIFY_CHANNEL)
     .fetch_optional(&mut *conn)
     .await?;
     Ok(id)
 }
 
 /// What a notification's channel id resolves to.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct NotificationTarget {
     pub connection_id: ConnectionId,
     pub token_hash: Vec<u8>,
@@ -408,14 +415,16 @@ pub async fn lookup(
     pool: &PgPool,
     id: ChannelId,
 ) -> Result<Option<NotificationTarget>, StoreError> {
-    let row = sqlx::query_as(
-        "SELECT connection_id, token_hash, retired_at IS NOT NULL AS retired \
-         FROM plansync.channels \
-         WHERE id = $1 \
-           AND (retired_at IS NULL OR retired_at > now() - make_interval(days => $2))",
+    let row = sqlx::query_as!(
+        NotificationTarget,
+        r#"SELECT connection_id AS "connection_id: ConnectionId", token_hash,
+             retired_at IS NOT NULL AS "retired!"
+         FROM plansync.channels
+         WHERE id = $1
+           AND (retired_at IS NULL OR retired_at > now() - make_interval(days => $2))"#,
+        id.0,
+        STALE_DAYS,
     )
-    .bind(id)
-    .bind(STALE_DAYS)
     .fetch_optional(pool)
     .await?;
     Ok(row)

@@ -6,16 +6,19 @@
 //! of the same calendar picks them up again instead of importing twice.
 //!
 //! Every statement that moves a connection into or out of needs-reauth or
-//! calendar-gone (`mark_blocked`, `connect`, `finish_pull`) ends with
-//! [`announce_link_change`], in the same transaction: the user gets one `plan`
-//! delta (section `google-calendar`) per change of state, never one per
-//! failure.
+//! calendar-gone (`mark_blocked`, `connect`, `finish_pull`) is followed, in
+//! the same transaction, by the caller's announcement
+//! ([`crate::deltas::announce_link_change`], which reads
+//! [`take_link_change`]): the user gets one `plan` delta (section
+//! `google-calendar`) per change of state, never one per failure. The store
+//! knows the rows, not the payload the realtime layer reads.
 
-use sqlx::PgPool;
+use std::time::Duration;
+
+use sqlx::{PgConnection, PgPool};
 
 use super::StoreError;
-use crate::deltas::{ConnectionPayload, PlanItemDelta};
-use crate::ids::{CalendarId, ConnectionId, Subject, UserId};
+use crate::ids::{CalendarId, ConnectionId, Subject, SyncToken, UserId};
 
 /// How a connection gets its access tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,91 +52,93 @@ pub struct ConnectOutcome {
 
 /// Registers a connection, or replaces the credentials of an existing one (a
 /// refresh token, or the delegated subject: re-connecting switches between the
-/// two) and clears its needs-reauth and calendar-gone marks. All in one transaction, with
-/// the user's row locked so concurrent connects of one user serialise (one push
-/// target per user).
-pub async fn connect(pool: &PgPool, new: NewConnection<'_>) -> Result<ConnectOutcome, StoreError> {
+/// two) and clears its needs-reauth and calendar-gone marks, in the caller's
+/// transaction, with the user's row locked so concurrent connects of one user
+/// serialise (one push target per user). The caller announces the link's new
+/// state in the same transaction (see the module's note).
+pub async fn connect(
+    conn: &mut PgConnection,
+    new: NewConnection<'_>,
+) -> Result<ConnectOutcome, StoreError> {
     // Exactly one of the two is set: the row says how to authenticate.
     let (refresh_token_enc, subject) = match &new.auth {
         ConnectionAuth::RefreshToken { encrypted } => (Some(encrypted.as_slice()), None),
-        ConnectionAuth::Delegated { subject } => (None, Some(subject)),
+        ConnectionAuth::Delegated { subject } => (None, Some(subject.as_str())),
     };
-    let mut tx = pool.begin().await?;
-    let user_exists =
-        sqlx::query_scalar::<_, i64>("SELECT id FROM public.users WHERE id = $1 FOR NO KEY UPDATE")
-            .bind(new.user)
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
+    let user_exists = sqlx::query_scalar!(
+        "SELECT id FROM public.users WHERE id = $1 FOR NO KEY UPDATE",
+        new.user.0
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    .is_some();
     if !user_exists {
         return Err(StoreError::UnknownUser(new.user));
     }
-    let was_active: Option<bool> = sqlx::query_scalar(
+    let was_active = sqlx::query_scalar!(
         "SELECT active FROM plansync.connections WHERE user_id = $1 AND calendar_id = $2",
+        new.user.0,
+        new.calendar.as_str(),
     )
-    .bind(new.user)
-    .bind(new.calendar)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut *conn)
     .await?;
     if new.push_target {
-        sqlx::query(
+        sqlx::query!(
             "UPDATE plansync.connections SET push_target = FALSE, updated_at = now() \
              WHERE user_id = $1 AND calendar_id <> $2 AND push_target",
+            new.user.0,
+            new.calendar.as_str(),
         )
-        .bind(new.user)
-        .bind(new.calendar)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
     }
-    let (id, created): (ConnectionId, bool) = sqlx::query_as(
-        "INSERT INTO plansync.connections \
-             (user_id, calendar_id, region, push_target, refresh_token_enc, subject) \
-         VALUES ($1, $2, COALESCE($3, $4), $5, $6, $7) \
-         ON CONFLICT (user_id, calendar_id) DO UPDATE SET \
-             refresh_token_enc = EXCLUDED.refresh_token_enc, subject = EXCLUDED.subject, \
-             region = COALESCE($3, plansync.connections.region), \
-             push_target = plansync.connections.push_target OR EXCLUDED.push_target, \
-             active = TRUE, needs_reauth = FALSE, calendar_gone = FALSE, last_error = NULL, \
-             failing_since = NULL, failures = 0, backoff_until = NULL, \
-             updated_at = now() \
-         RETURNING id, (xmax = 0) AS created",
+    let row = sqlx::query!(
+        r#"INSERT INTO plansync.connections
+             (user_id, calendar_id, region, push_target, refresh_token_enc, subject)
+         VALUES ($1, $2, COALESCE($3, $4), $5, $6, $7)
+         ON CONFLICT (user_id, calendar_id) DO UPDATE SET
+             refresh_token_enc = EXCLUDED.refresh_token_enc, subject = EXCLUDED.subject,
+             region = COALESCE($3, plansync.connections.region),
+             push_target = plansync.connections.push_target OR EXCLUDED.push_target,
+             active = TRUE, needs_reauth = FALSE, calendar_gone = FALSE, last_error = NULL,
+             failing_since = NULL, failures = 0, backoff_until = NULL,
+             updated_at = now()
+         RETURNING id AS "id: ConnectionId", (xmax = 0) AS "created!""#,
+        new.user.0,
+        new.calendar.as_str(),
+        new.region,
+        new.default_region,
+        new.push_target,
+        refresh_token_enc,
+        subject,
     )
-    .bind(new.user)
-    .bind(new.calendar)
-    .bind(new.region)
-    .bind(new.default_region)
-    .bind(new.push_target)
-    .bind(refresh_token_enc)
-    .bind(subject)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *conn)
     .await?;
-    // A re-authorisation that repairs a broken link tells the user so.
-    announce_link_change(&mut tx, id).await?;
+    let (id, created) = (row.id, row.created);
     // Queued jobs follow a region change, so the new region's workers claim them.
-    sqlx::query(
+    sqlx::query!(
         "UPDATE plansync.jobs j SET region = c.region, updated_at = now() \
          FROM plansync.connections c \
          WHERE c.id = $1 AND j.connection_id = c.id AND j.state = 'queued' \
            AND j.region <> c.region",
+        id.0,
     )
-    .bind(id)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
     // The first (or, after re-authorisation, a fresh) full sync, due at once,
     // committed with the connection so it can never be missing.
-    super::jobs::enqueue(&mut tx, "full_resync", id, None, true).await?;
+    super::jobs::enqueue(&mut *conn, "full_resync", id, None, true).await?;
     if !created {
         // A re-connect replaces the connection's notification channel: the
         // old one (opened with the old grant) is stopped by a watch job, and
         // a new one opens after the full sync enqueued above.
-        super::channels::retire_all(&mut tx, id).await?;
+        super::channels::retire_all(&mut *conn, id).await?;
     }
     if was_active == Some(false) {
         // While disconnected the triggers recorded nothing for this calendar:
         // what changed locally meanwhile is pushed now.
-        super::jobs::enqueue_missed_pushes(&mut tx, new.user, id).await?;
+        super::jobs::enqueue_missed_pushes(&mut *conn, new.user, id).await?;
     }
-    tx.commit().await?;
     Ok(ConnectOutcome { id, created })
 }
 
@@ -146,23 +151,24 @@ pub async fn disconnect(pool: &PgPool, id: ConnectionId) -> Result<(), StoreErro
     let mut tx = pool.begin().await?;
     // Locked first, so a watch job recording a channel it is about to open
     // (it share-locks this row) is either seen below or sees us.
-    let found: Option<i64> =
-        sqlx::query_scalar("SELECT id FROM plansync.connections WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let found = sqlx::query_scalar!(
+        "SELECT id FROM plansync.connections WHERE id = $1 FOR UPDATE",
+        id.0
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
     if found.is_none() {
         return Err(StoreError::UnknownConnection(id));
     }
     let channels_to_stop = super::channels::retire_all(&mut tx, id).await?;
-    sqlx::query(
+    sqlx::query!(
         "UPDATE plansync.connections SET active = FALSE, \
              refresh_token_enc = CASE WHEN $2 THEN refresh_token_enc END, \
              sync_token = NULL, sync_token_at = NULL, updated_at = now() \
          WHERE id = $1",
+        id.0,
+        channels_to_stop > 0,
     )
-    .bind(id)
-    .bind(channels_to_stop > 0)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -170,7 +176,7 @@ pub async fn disconnect(pool: &PgPool, id: ConnectionId) -> Result<(), StoreErro
 }
 
 /// A connection `resync` targets.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ResyncTarget {
     pub id: ConnectionId,
     pub calendar_id: CalendarId,
@@ -182,27 +188,28 @@ pub struct ResyncTarget {
 /// answered 404/403 is tried again. Runs in the caller's transaction, which
 /// enqueues the resync jobs.
 pub async fn resync_targets(
-    conn: &mut sqlx::PgConnection,
+    conn: &mut PgConnection,
     user: UserId,
     calendar: Option<&CalendarId>,
 ) -> Result<Vec<ResyncTarget>, StoreError> {
-    let rows = sqlx::query_as(
-        "UPDATE plansync.connections SET calendar_gone = FALSE, backoff_until = NULL, \
-             updated_at = CASE WHEN calendar_gone THEN now() ELSE updated_at END \
-         WHERE user_id = $1 AND active AND ($2::TEXT IS NULL OR calendar_id = $2) \
-         RETURNING id, calendar_id, needs_reauth",
+    let mut rows = sqlx::query_as!(
+        ResyncTarget,
+        r#"UPDATE plansync.connections SET calendar_gone = FALSE, backoff_until = NULL,
+             updated_at = CASE WHEN calendar_gone THEN now() ELSE updated_at END
+         WHERE user_id = $1 AND active AND ($2::TEXT IS NULL OR calendar_id = $2)
+         RETURNING id AS "id: ConnectionId", calendar_id AS "calendar_id: CalendarId",
+             needs_reauth"#,
+        user.0,
+        calendar.map(CalendarId::as_str),
     )
-    .bind(user)
-    .bind(calendar)
     .fetch_all(&mut *conn)
     .await?;
-    let mut rows: Vec<ResyncTarget> = rows;
     rows.sort_by_key(|r| r.id);
     Ok(rows)
 }
 
 /// What a sync job needs to know about its connection.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct SyncConnection {
     pub id: ConnectionId,
     pub user_id: UserId,
@@ -211,7 +218,7 @@ pub struct SyncConnection {
     pub refresh_token_enc: Option<Vec<u8>>,
     /// Set on a delegated connection: the member the service account acts as.
     pub subject: Option<Subject>,
-    pub sync_token: Option<crate::ids::SyncToken>,
+    pub sync_token: Option<SyncToken>,
     pub calendar_time_zone: Option<String>,
     pub needs_reauth: bool,
     pub calendar_gone: bool,
@@ -226,22 +233,25 @@ pub struct SyncConnection {
 }
 
 pub async fn load_for_sync(
-    conn: &mut sqlx::PgConnection,
+    conn: &mut PgConnection,
     id: ConnectionId,
 ) -> Result<SyncConnection, StoreError> {
-    sqlx::query_as::<_, SyncConnection>(
-        "SELECT c.id, c.user_id, c.calendar_id, c.active, c.refresh_token_enc, c.subject, c.sync_token, \
-             c.calendar_time_zone, c.needs_reauth, c.calendar_gone, \
-             (c.active AND c.id = ( \
-                 SELECT t.id FROM plansync.connections t \
-                 WHERE t.user_id = c.user_id AND t.active \
-                 ORDER BY t.push_target DESC, t.id LIMIT 1)) AS is_push_target, \
-             c.last_pull_at IS NULL AS never_pulled, \
-             EXISTS (SELECT 1 FROM plansync.skipped_events s WHERE s.connection_id = c.id) \
-                 AS has_skipped \
-         FROM plansync.connections c WHERE c.id = $1",
+    sqlx::query_as!(
+        SyncConnection,
+        r#"SELECT c.id AS "id: ConnectionId", c.user_id AS "user_id: UserId",
+             c.calendar_id AS "calendar_id: CalendarId", c.active, c.refresh_token_enc,
+             c.subject AS "subject: Subject", c.sync_token AS "sync_token: SyncToken",
+             c.calendar_time_zone, c.needs_reauth, c.calendar_gone,
+             (c.active AND c.id = (
+                 SELECT t.id FROM plansync.connections t
+                 WHERE t.user_id = c.user_id AND t.active
+                 ORDER BY t.push_target DESC, t.id LIMIT 1)) AS "is_push_target!",
+             c.last_pull_at IS NULL AS "never_pulled!",
+             EXISTS (SELECT 1 FROM plansync.skipped_events s WHERE s.connection_id = c.id)
+                 AS "has_skipped!"
+         FROM plansync.connections c WHERE c.id = $1"#,
+        id.0,
     )
-    .bind(id)
     .fetch_optional(conn)
     .await?
     .ok_or(StoreError::UnknownConnection(id))
@@ -253,15 +263,13 @@ pub async fn load_for_sync(
 /// not recorded as pending pushes (the re-connect finds them by
 /// `updated_at`), so a page written after the disconnect would overwrite them
 /// as if they were not there.
-pub async fn lock_if_active(
-    conn: &mut sqlx::PgConnection,
-    id: ConnectionId,
-) -> Result<bool, StoreError> {
-    let active: Option<bool> =
-        sqlx::query_scalar("SELECT active FROM plansync.connections WHERE id = $1 FOR SHARE")
-            .bind(id)
-            .fetch_optional(conn)
-            .await?;
+pub async fn lock_if_active(conn: &mut PgConnection, id: ConnectionId) -> Result<bool, StoreError> {
+    let active = sqlx::query_scalar!(
+        "SELECT active FROM plansync.connections WHERE id = $1 FOR SHARE",
+        id.0
+    )
+    .fetch_optional(conn)
+    .await?;
     Ok(active.unwrap_or(false))
 }
 
@@ -275,88 +283,94 @@ pub enum Blocked {
     CalendarGone,
 }
 
-/// Marks a connection blocked with the error that blocked it.
+/// Marks a connection blocked with the error that blocked it. The caller
+/// announces the new state in the same transaction.
 pub async fn mark_blocked(
-    conn: &mut sqlx::PgConnection,
+    conn: &mut PgConnection,
     id: ConnectionId,
     blocked: Blocked,
     error: &str,
 ) -> Result<(), StoreError> {
-    let column = match blocked {
-        Blocked::NeedsReauth => "needs_reauth",
-        Blocked::CalendarGone => "calendar_gone",
-    };
-    sqlx::query(&format!(
-        "UPDATE plansync.connections SET {column} = TRUE, last_error = $2, \
+    sqlx::query!(
+        "UPDATE plansync.connections SET needs_reauth = needs_reauth OR $3, \
+             calendar_gone = calendar_gone OR $4, last_error = $2, \
              failing_since = COALESCE(failing_since, now()), updated_at = now() \
-         WHERE id = $1"
-    ))
-    .bind(id)
-    .bind(crate::text::error_text(error))
+         WHERE id = $1",
+        id.0,
+        crate::text::error_text(error),
+        blocked == Blocked::NeedsReauth,
+        blocked == Blocked::CalendarGone,
+    )
     .execute(&mut *conn)
     .await?;
-    announce_link_change(conn, id).await?;
     Ok(())
 }
 
+/// A connection-level back-off: `first` doubling per failure in a row, at
+/// most `cap`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub first: Duration,
+    pub cap: Duration,
+}
+
 /// Records a failed job on its connection: the (cleaned) error, since when
-/// it has been failing, one more failure in a row and, with a `schedule`, a
+/// it has been failing, one more failure in a row and, with a `backoff`, a
 /// back-off before the scheduler pulls it again (`first * 2^(failures-1)`,
 /// at most `cap`). Returns that back-off.
 pub async fn record_failure(
-    conn: &mut sqlx::PgConnection,
+    conn: &mut PgConnection,
     id: ConnectionId,
     error: &str,
-    schedule: Option<crate::queue::BackoffSchedule>,
-) -> Result<Option<std::time::Duration>, StoreError> {
-    let (first, cap) =
-        schedule.map_or((0.0, 0.0), |s| (s.first.as_secs_f64(), s.cap.as_secs_f64()));
-    let delay: Option<f64> = sqlx::query_scalar(
-        "UPDATE plansync.connections SET last_error = $2, \
-             failing_since = COALESCE(failing_since, now()), \
-             failures = CASE WHEN $3 THEN LEAST(failures + 1, 1000000) ELSE failures END, \
-             backoff_until = CASE WHEN $3 THEN now() + make_interval(secs => \
-                 LEAST($4::FLOAT8 * power(2::FLOAT8, LEAST(failures, 60)), $5::FLOAT8)) \
-                 ELSE backoff_until END, \
-             updated_at = now() \
-         WHERE id = $1 \
-         RETURNING CASE WHEN $3 THEN \
-             LEAST($4::FLOAT8 * power(2::FLOAT8, LEAST(failures - 1, 60)), $5::FLOAT8) END",
+    backoff: Option<Backoff>,
+) -> Result<Option<Duration>, StoreError> {
+    let (first, cap) = backoff.map_or((0.0, 0.0), |s| (s.first.as_secs_f64(), s.cap.as_secs_f64()));
+    let delay = sqlx::query_scalar!(
+        r#"UPDATE plansync.connections SET last_error = $2,
+             failing_since = COALESCE(failing_since, now()),
+             failures = CASE WHEN $3 THEN LEAST(failures + 1, 1000000) ELSE failures END,
+             backoff_until = CASE WHEN $3 THEN now() + make_interval(secs =>
+                 LEAST($4::FLOAT8 * power(2::FLOAT8, LEAST(failures, 60)), $5::FLOAT8))
+                 ELSE backoff_until END,
+             updated_at = now()
+         WHERE id = $1
+         RETURNING CASE WHEN $3 THEN
+             LEAST($4::FLOAT8 * power(2::FLOAT8, LEAST(failures - 1, 60)), $5::FLOAT8) END
+             AS "delay""#,
+        id.0,
+        crate::text::error_text(error),
+        backoff.is_some(),
+        first,
+        cap,
     )
-    .bind(id)
-    .bind(crate::text::error_text(error))
-    .bind(schedule.is_some())
-    .bind(first)
-    .bind(cap)
     .fetch_optional(conn)
     .await?
     .flatten();
-    Ok(delay.map(std::time::Duration::from_secs_f64))
+    Ok(delay.map(Duration::from_secs_f64))
 }
 
 /// The end of a successful pull: the new sync token (only ever stored with
-/// the last page), the calendar's zone, and a clean error state.
+/// the last page), the calendar's zone, and a clean error state. The caller
+/// announces a recovered link in the same transaction.
 pub async fn finish_pull(
-    conn: &mut sqlx::PgConnection,
+    conn: &mut PgConnection,
     id: ConnectionId,
-    sync_token: Option<&crate::ids::SyncToken>,
+    sync_token: Option<&SyncToken>,
     calendar_time_zone: Option<&str>,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE plansync.connections SET sync_token = $2, \
              sync_token_at = CASE WHEN $2::TEXT IS NULL THEN sync_token_at ELSE now() END, \
              calendar_time_zone = COALESCE($3, calendar_time_zone), last_pull_at = now(), \
              last_error = NULL, calendar_gone = FALSE, failing_since = NULL, failures = 0, \
              backoff_until = NULL, updated_at = now() \
          WHERE id = $1",
+        id.0,
+        sync_token.map(SyncToken::as_str),
+        calendar_time_zone,
     )
-    .bind(id)
-    .bind(sync_token)
-    .bind(calendar_time_zone)
     .execute(&mut *conn)
     .await?;
-    // A successful sync after the calendar was gone: tell the user.
-    announce_link_change(conn, id).await?;
     Ok(())
 }
 
@@ -364,64 +378,49 @@ pub async fn finish_pull(
 /// `run` can insist on exactly the settings they need: (any refresh-token
 /// connection, any delegated connection).
 pub async fn auth_kinds_in_use(pool: &PgPool, region: &str) -> Result<(bool, bool), StoreError> {
-    let kinds: (Option<bool>, Option<bool>) = sqlx::query_as(
-        "SELECT bool_or(subject IS NULL), bool_or(subject IS NOT NULL) \
+    let kinds = sqlx::query!(
+        "SELECT bool_or(subject IS NULL) AS refresh, bool_or(subject IS NOT NULL) AS delegated \
          FROM plansync.connections WHERE active AND region = $1",
+        region,
     )
-    .bind(region)
     .fetch_one(pool)
     .await?;
-    Ok((kinds.0.unwrap_or(false), kinds.1.unwrap_or(false)))
+    Ok((
+        kinds.refresh.unwrap_or(false),
+        kinds.delegated.unwrap_or(false),
+    ))
 }
 
-#[derive(sqlx::FromRow)]
-struct LinkState {
-    id: ConnectionId,
-    user_id: UserId,
-    calendar_id: CalendarId,
-    needs_reauth: bool,
-    calendar_gone: bool,
-    last_error: Option<String>,
+/// A connection's needs-reauth / calendar-gone state, as its user is told it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkChange {
+    pub id: ConnectionId,
+    pub user_id: UserId,
+    pub calendar_id: CalendarId,
+    pub needs_reauth: bool,
+    pub calendar_gone: bool,
+    pub last_error: Option<String>,
 }
 
 /// When the connection's needs-reauth / calendar-gone state differs from what
-/// its user was last told, records the new state as told and appends one
-/// `plan` delta (section `google-calendar`, with the connection) to the
-/// outbox, in the caller's transaction. Returns the delta's version, `None`
-/// when there was nothing new to tell (e.g. another failure of an already
-/// broken connection).
-pub async fn announce_link_change(
-    conn: &mut sqlx::PgConnection,
+/// its user was last told, records the new state as told and returns it (to
+/// be told, in the caller's transaction); `None` when there is nothing new to
+/// tell (e.g. another failure of an already broken connection).
+pub async fn take_link_change(
+    conn: &mut PgConnection,
     id: ConnectionId,
-) -> Result<Option<i64>, StoreError> {
-    let changed: Option<LinkState> = sqlx::query_as(
-        "UPDATE plansync.connections SET announced_needs_reauth = needs_reauth, \
-             announced_calendar_gone = calendar_gone \
-         WHERE id = $1 AND (announced_needs_reauth, announced_calendar_gone) \
-             IS DISTINCT FROM (needs_reauth, calendar_gone) \
-         RETURNING id, user_id, calendar_id, needs_reauth, calendar_gone, last_error",
+) -> Result<Option<LinkChange>, StoreError> {
+    Ok(sqlx::query_as!(
+        LinkChange,
+        r#"UPDATE plansync.connections SET announced_needs_reauth = needs_reauth,
+             announced_calendar_gone = calendar_gone
+         WHERE id = $1 AND (announced_needs_reauth, announced_calendar_gone)
+             IS DISTINCT FROM (needs_reauth, calendar_gone)
+         RETURNING id AS "id: ConnectionId", user_id AS "user_id: UserId",
+             calendar_id AS "calendar_id: CalendarId", needs_reauth, calendar_gone,
+             last_error"#,
+        id.0,
     )
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(state) = changed else {
-        return Ok(None);
-    };
-    let mut deltas = [PlanItemDelta::google_link(ConnectionPayload {
-        id: state.id,
-        calendar_id: state.calendar_id,
-        needs_reauth: state.needs_reauth,
-        calendar_gone: state.calendar_gone,
-        last_error: state.last_error,
-    })];
-    let version = super::outbox::append(conn, state.user_id, &mut deltas).await?;
-    tracing::info!(
-        connection = %id,
-        user = %state.user_id,
-        needs_reauth = state.needs_reauth,
-        calendar_gone = state.calendar_gone,
-        version,
-        "google link state changed; user told"
-    );
-    Ok(Some(version))
+    .fetch_optional(conn)
+    .await?)
 }

@@ -10,9 +10,9 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
+use super::status::{DeadJobRow, RunningJobRow};
 use super::StoreError;
 use crate::ids::{AppointmentId, ConnectionId, JobId, UserId};
-use crate::status::{DeadJob, RunningJob};
 
 /// The `NOTIFY` channel an enqueue wakes idle workers on; the payload is the
 /// job's region.
@@ -380,7 +380,10 @@ pub async fn depth_and_lag(pool: &PgPool, user: Option<UserId>) -> Result<(i64, 
     Ok(row)
 }
 
-pub async fn running(pool: &PgPool, user: Option<UserId>) -> Result<Vec<RunningJob>, StoreError> {
+pub async fn running(
+    pool: &PgPool,
+    user: Option<UserId>,
+) -> Result<Vec<RunningJobRow>, StoreError> {
     let rows = sqlx::query_as(
         "SELECT j.id AS job_id, j.kind, j.connection_id, j.locked_by, j.locked_until \
          FROM plansync.jobs j JOIN plansync.connections c ON c.id = j.connection_id \
@@ -398,7 +401,7 @@ pub async fn dead(
     pool: &PgPool,
     user: Option<UserId>,
     limit: i64,
-) -> Result<Vec<DeadJob>, StoreError> {
+) -> Result<Vec<DeadJobRow>, StoreError> {
     let rows = sqlx::query_as(
         "SELECT * FROM ( \
              SELECT j.id AS job_id, j.kind, j.connection_id, j.attempts, j.last_error \

@@ -33,34 +33,41 @@ pub enum KeyCheck {
 /// stored refresh token instead and, when the key opens it (or nothing is
 /// stored yet), writes the check value for the next process.
 pub async fn verify(pool: &PgPool, cipher: &TokenCipher) -> Result<KeyCheck, StoreError> {
-    let stored: Option<Vec<u8>> =
-        sqlx::query_scalar("SELECT value FROM plansync.settings WHERE key = $1")
-            .bind(KEY)
-            .fetch_optional(pool)
-            .await?;
+    let stored = sqlx::query_scalar!("SELECT value FROM plansync.settings WHERE key = $1", KEY)
+        .fetch_optional(pool)
+        .await?;
     if let Some(value) = stored {
         return Ok(match cipher.decrypt(UserId(0), &check_calendar(), &value) {
             Ok(t) if t.expose_secret() == PLAINTEXT => KeyCheck::Matches,
             _ => KeyCheck::Mismatch,
         });
     }
-    let sample: Option<(UserId, CalendarId, Vec<u8>)> = sqlx::query_as(
-        "SELECT user_id, calendar_id, refresh_token_enc FROM plansync.connections \
-         WHERE refresh_token_enc IS NOT NULL ORDER BY id LIMIT 1",
+    let sample = sqlx::query!(
+        r#"SELECT user_id AS "user_id: UserId", calendar_id AS "calendar_id: CalendarId",
+             refresh_token_enc AS "refresh_token_enc!"
+         FROM plansync.connections
+         WHERE refresh_token_enc IS NOT NULL ORDER BY id LIMIT 1"#
     )
     .fetch_optional(pool)
     .await?;
-    if let Some((user, calendar, enc)) = sample {
-        if cipher.decrypt(user, &calendar, &enc).is_err() {
+    if let Some(sample) = sample {
+        if cipher
+            .decrypt(
+                sample.user_id,
+                &sample.calendar_id,
+                &sample.refresh_token_enc,
+            )
+            .is_err()
+        {
             return Ok(KeyCheck::Mismatch);
         }
     }
     let value = cipher.encrypt(UserId(0), &check_calendar(), &RefreshToken::new(PLAINTEXT));
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO plansync.settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        KEY,
+        value,
     )
-    .bind(KEY)
-    .bind(value)
     .execute(pool)
     .await?;
     Ok(KeyCheck::Matches)

@@ -9,7 +9,7 @@ use crate::ids::{AppointmentId, ConnectionId, Etag, UserId};
 /// Draws the generation a full sync stamps on the links it sees.
 pub async fn next_generation(conn: &mut PgConnection) -> Result<i64, StoreError> {
     Ok(
-        sqlx::query_scalar("SELECT nextval('plansync.sync_generation')")
+        sqlx::query_scalar!(r#"SELECT nextval('plansync.sync_generation') AS "generation!""#)
             .fetch_one(conn)
             .await?,
     )
@@ -35,16 +35,16 @@ pub async fn refresh(
     let ids: Vec<i64> = items.iter().map(|i| i.link_id).collect();
     let etags: Vec<&str> = items.iter().map(|i| i.etag.as_str()).collect();
     let updated: Vec<DateTime<Utc>> = items.iter().map(|i| i.remote_updated_at).collect();
-    sqlx::query(
+    sqlx::query!(
         "UPDATE plansync.links l SET etag = t.etag, remote_updated_at = t.updated, \
              seen_generation = COALESCE($4, l.seen_generation), updated_at = now() \
          FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TIMESTAMPTZ[]) AS t(id, etag, updated) \
          WHERE l.id = t.id",
+        &ids,
+        &etags as &[&str],
+        &updated,
+        generation,
     )
-    .bind(&ids)
-    .bind(&etags)
-    .bind(&updated)
-    .bind(generation)
     .execute(conn)
     .await?;
     Ok(())
@@ -59,11 +59,13 @@ pub async fn mark_seen(
     if link_ids.is_empty() {
         return Ok(());
     }
-    sqlx::query("UPDATE plansync.links SET seen_generation = $2 WHERE id = ANY($1)")
-        .bind(link_ids)
-        .bind(generation)
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "UPDATE plansync.links SET seen_generation = $2 WHERE id = ANY($1)",
+        link_ids,
+        generation,
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -71,8 +73,7 @@ pub async fn delete(conn: &mut PgConnection, link_ids: &[i64]) -> Result<(), Sto
     if link_ids.is_empty() {
         return Ok(());
     }
-    sqlx::query("DELETE FROM plansync.links WHERE id = ANY($1)")
-        .bind(link_ids)
+    sqlx::query!("DELETE FROM plansync.links WHERE id = ANY($1)", link_ids)
         .execute(conn)
         .await?;
     Ok(())
@@ -89,19 +90,20 @@ pub async fn sweep(
     generation: i64,
     time_min: DateTime<Utc>,
 ) -> Result<Vec<(AppointmentId, UserId)>, StoreError> {
-    Ok(sqlx::query_as(
-        "WITH gone AS ( \
-             SELECT l.id AS link_id, l.appointment_id FROM plansync.links l \
-             JOIN public.appointments a ON a.id = l.appointment_id \
-             WHERE l.connection_id = $1 AND l.seen_generation IS DISTINCT FROM $2 \
-               AND a.end_at > $3 AND l.etag IS NOT NULL), \
-         unlinked AS (DELETE FROM plansync.links WHERE id IN (SELECT link_id FROM gone)) \
-         DELETE FROM public.appointments WHERE id IN (SELECT appointment_id FROM gone) \
-         RETURNING id, user_id",
+    let rows = sqlx::query!(
+        r#"WITH gone AS (
+             SELECT l.id AS link_id, l.appointment_id FROM plansync.links l
+             JOIN public.appointments a ON a.id = l.appointment_id
+             WHERE l.connection_id = $1 AND l.seen_generation IS DISTINCT FROM $2
+               AND a.end_at > $3 AND l.etag IS NOT NULL),
+         unlinked AS (DELETE FROM plansync.links WHERE id IN (SELECT link_id FROM gone))
+         DELETE FROM public.appointments WHERE id IN (SELECT appointment_id FROM gone)
+         RETURNING id AS "id: AppointmentId", user_id AS "user_id: UserId""#,
+        connection.0,
+        generation,
+        time_min,
     )
-    .bind(connection)
-    .bind(generation)
-    .bind(time_min)
     .fetch_all(conn)
-    .await?)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.user_id)).collect())
 }

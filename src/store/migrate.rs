@@ -29,11 +29,12 @@ pub async fn create_database_if_missing(settings: &DatabaseSettings) -> Result<b
         .connect()
         .await
         .map_err(StoreError::from)?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&name)
-            .fetch_one(&mut admin)
-            .await?;
+    let exists = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS "exists!""#,
+        name,
+    )
+    .fetch_one(&mut admin)
+    .await?;
     if exists {
         return Ok(false);
     }
@@ -106,13 +107,15 @@ impl std::fmt::Display for MigrationState {
 /// Compares `plansync._sqlx_migrations` with the embedded migrator. One small
 /// read; a database never migrated counts as every migration missing.
 pub async fn check(pool: &PgPool) -> Result<MigrationState, StoreError> {
-    let applied: Vec<(i64, Vec<u8>)> = match sqlx::query_as(
+    // Read as the migrator wrote it: the table exists in the build database
+    // too, since `plansync migrate` made it.
+    let applied: Vec<(i64, Vec<u8>)> = match sqlx::query!(
         "SELECT version, checksum FROM plansync._sqlx_migrations WHERE success ORDER BY version",
     )
     .fetch_all(pool)
     .await
     {
-        Ok(rows) => rows,
+        Ok(rows) => rows.into_iter().map(|r| (r.version, r.checksum)).collect(),
         // 42P01 undefined_table, 3F000 invalid_schema_name: never migrated.
         Err(sqlx::Error::Database(db))
             if matches!(db.code().as_deref(), Some("42P01") | Some("3F000")) =>

@@ -3,7 +3,9 @@
 //! The worker's own tables live in the `plansync` schema and every statement
 //! names its schema explicitly, so the host's `search_path` never matters.
 //! [`StoreError`] tells a caller what to do next: `Unavailable` is worth a
-//! retry, everything else is final for the operation that got it.
+//! retry, everything else is final for the operation that got it. Its
+//! messages leave the database's own error to `source()`, so a printed
+//! chain ([`crate::text::Chain`], anyhow's `{:#}`) names it once.
 
 pub mod appointments;
 pub mod channels;
@@ -30,7 +32,7 @@ use crate::ids::{ConnectionId, UserId};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The server could not be reached or the connection broke: retry later.
-    #[error("the database is unreachable: {0}")]
+    #[error("the database is unreachable")]
     Unavailable(#[source] sqlx::Error),
     #[error("the plansync schema is missing in this database: run `plansync migrate` first")]
     NotMigrated,
@@ -40,7 +42,7 @@ pub enum StoreError {
     UnknownConnection(ConnectionId),
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("database error: {0}")]
+    #[error("database error")]
     Database(#[source] sqlx::Error),
 }
 

@@ -11,7 +11,6 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use super::StoreError;
-use crate::deltas::PlanItemDelta;
 use crate::ids::UserId;
 
 /// The channel the relay LISTENs on; a notification is sent by every append.
@@ -21,61 +20,63 @@ pub const NOTIFY_CHANNEL: &str = "plansync_outbox";
 /// host's own advisory locks.
 const LOCK_CLASS: i32 = 0x706c_6e73;
 
-/// Bumps the user's `plan_version` by `deltas.len()`, stamps each delta with
-/// its version (in order) and appends them, in one round trip for the rows.
-/// Returns the user's new `plan_version`.
+/// Bumps the user's `plan_version` by `count` and appends `count` rows, one
+/// per version the bump reserved, in order: `render(i, version)` gives the
+/// JSON text of the `i`-th row, stamped with its version. The rows go in one
+/// round trip. Returns the user's new `plan_version` (with `count` 0, the
+/// current one, and nothing written).
+///
+/// The outbox stores text it is given: what a delta looks like is
+/// [`crate::deltas`]'s business.
 pub async fn append(
     conn: &mut PgConnection,
     user: UserId,
-    deltas: &mut [PlanItemDelta],
+    count: usize,
+    mut render: impl FnMut(usize, i64) -> String,
 ) -> Result<i64, StoreError> {
-    if deltas.is_empty() {
-        return Ok(
-            sqlx::query_scalar("SELECT plan_version FROM public.users WHERE id = $1")
-                .bind(user)
-                .fetch_optional(&mut *conn)
-                .await?
-                .unwrap_or(0),
-        );
+    if count == 0 {
+        return Ok(sqlx::query_scalar!(
+            "SELECT plan_version FROM public.users WHERE id = $1",
+            user.0
+        )
+        .fetch_optional(&mut *conn)
+        .await?
+        .unwrap_or(0));
     }
-    let count = deltas.len() as i64;
-    let new_version: i64 = sqlx::query_scalar(
+    let new_version = sqlx::query_scalar!(
         "UPDATE public.users SET plan_version = plan_version + $2 WHERE id = $1 \
          RETURNING plan_version",
+        user.0,
+        count as i64,
     )
-    .bind(user)
-    .bind(count)
     .fetch_optional(&mut *conn)
     .await?
     .ok_or(StoreError::UnknownUser(user))?;
-    let first = new_version - count + 1;
-    let mut versions = Vec::with_capacity(deltas.len());
-    let mut bodies = Vec::with_capacity(deltas.len());
-    for (i, delta) in deltas.iter_mut().enumerate() {
-        let version = first + i as i64;
-        delta.version = Some(version);
-        versions.push(version);
-        bodies.push(serde_json::to_string(&*delta).expect("deltas serialize"));
-    }
-    sqlx::query(
+    let first = new_version - count as i64 + 1;
+    let versions: Vec<i64> = (0..count as i64).map(|i| first + i).collect();
+    let bodies: Vec<String> = versions
+        .iter()
+        .enumerate()
+        .map(|(i, version)| render(i, *version))
+        .collect();
+    sqlx::query!(
         "INSERT INTO plansync.outbox (user_id, version, delta) \
          SELECT $1, v, d::JSON FROM UNNEST($2::BIGINT[], $3::TEXT[]) AS t(v, d)",
+        user.0,
+        &versions,
+        &bodies,
     )
-    .bind(user)
-    .bind(&versions)
-    .bind(&bodies)
     .execute(&mut *conn)
     .await?;
     // Delivered at commit, and only if the transaction commits.
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(NOTIFY_CHANNEL)
+    sqlx::query!("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
         .execute(&mut *conn)
         .await?;
     Ok(new_version)
 }
 
 /// One unpublished outbox row.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct OutboxRow {
     pub id: i64,
     pub user_id: UserId,
@@ -97,21 +98,21 @@ pub async fn claim_batch(
     // than a pass over every pending row). The LIMIT subquery is evaluated on
     // its own, so the lock function runs exactly once per candidate and every
     // lock taken is a user returned.
-    let locked: Vec<i64> = sqlx::query_scalar(
-        "WITH RECURSIVE pending(user_id) AS ( \
-             (SELECT user_id FROM plansync.outbox WHERE published_at IS NULL \
-              ORDER BY user_id LIMIT 1) \
-             UNION ALL \
-             SELECT (SELECT o.user_id FROM plansync.outbox o \
-                     WHERE o.published_at IS NULL AND o.user_id > p.user_id \
-                     ORDER BY o.user_id LIMIT 1) \
-             FROM pending p WHERE p.user_id IS NOT NULL) \
-         SELECT user_id FROM ( \
-             SELECT user_id FROM pending WHERE user_id IS NOT NULL LIMIT $1) candidates \
-         WHERE pg_try_advisory_xact_lock($2, (user_id % 2147483647)::INT)",
+    let locked: Vec<i64> = sqlx::query_scalar!(
+        r#"WITH RECURSIVE pending(user_id) AS (
+             (SELECT user_id FROM plansync.outbox WHERE published_at IS NULL
+              ORDER BY user_id LIMIT 1)
+             UNION ALL
+             SELECT (SELECT o.user_id FROM plansync.outbox o
+                     WHERE o.published_at IS NULL AND o.user_id > p.user_id
+                     ORDER BY o.user_id LIMIT 1)
+             FROM pending p WHERE p.user_id IS NOT NULL)
+         SELECT user_id AS "user_id!" FROM (
+             SELECT user_id FROM pending WHERE user_id IS NOT NULL LIMIT $1) candidates
+         WHERE pg_try_advisory_xact_lock($2, (user_id % 2147483647)::INT)"#,
+        max_users,
+        LOCK_CLASS,
     )
-    .bind(max_users)
-    .bind(LOCK_CLASS)
     .fetch_all(&mut **tx)
     .await?;
     if locked.is_empty() {
@@ -119,13 +120,15 @@ pub async fn claim_batch(
     }
     // A fresh statement, so rows another relay marked before we got the lock
     // are seen as published.
-    let rows = sqlx::query_as::<_, OutboxRow>(
-        "SELECT id, user_id, version, delta::TEXT AS delta FROM plansync.outbox \
-         WHERE published_at IS NULL AND user_id = ANY($1) \
-         ORDER BY user_id, version LIMIT $2",
+    let rows = sqlx::query_as!(
+        OutboxRow,
+        r#"SELECT id, user_id AS "user_id: UserId", version, delta::TEXT AS "delta!"
+         FROM plansync.outbox
+         WHERE published_at IS NULL AND user_id = ANY($1)
+         ORDER BY user_id, version LIMIT $2"#,
+        &locked,
+        max_rows,
     )
-    .bind(&locked)
-    .bind(max_rows)
     .fetch_all(&mut **tx)
     .await?;
     Ok(rows)
@@ -135,10 +138,12 @@ pub async fn mark_published(
     tx: &mut Transaction<'_, Postgres>,
     ids: &[i64],
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE plansync.outbox SET published_at = now() WHERE id = ANY($1)")
-        .bind(ids)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query!(
+        "UPDATE plansync.outbox SET published_at = now() WHERE id = ANY($1)",
+        ids
+    )
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
@@ -151,23 +156,23 @@ pub async fn prune(
     retention: std::time::Duration,
     limit: i64,
 ) -> Result<u64, StoreError> {
-    let pruned: i64 = sqlx::query_scalar(
-        "WITH gone AS ( \
-             DELETE FROM plansync.outbox WHERE id IN ( \
-                 SELECT id FROM plansync.outbox \
-                 WHERE published_at IS NOT NULL \
-                   AND published_at < now() - make_interval(secs => $1) \
-                 LIMIT $2) \
-             RETURNING user_id, version), \
-         marks AS ( \
-             INSERT INTO plansync.outbox_pruned AS p (user_id, version) \
-             SELECT user_id, max(version) FROM gone GROUP BY user_id \
-             ON CONFLICT (user_id) DO UPDATE \
-                 SET version = GREATEST(p.version, EXCLUDED.version)) \
-         SELECT count(*) FROM gone",
+    let pruned: i64 = sqlx::query_scalar!(
+        r#"WITH gone AS (
+             DELETE FROM plansync.outbox WHERE id IN (
+                 SELECT id FROM plansync.outbox
+                 WHERE published_at IS NOT NULL
+                   AND published_at < now() - make_interval(secs => $1)
+                 LIMIT $2)
+             RETURNING user_id, version),
+         marks AS (
+             INSERT INTO plansync.outbox_pruned AS p (user_id, version)
+             SELECT user_id, max(version) FROM gone GROUP BY user_id
+             ON CONFLICT (user_id) DO UPDATE
+                 SET version = GREATEST(p.version, EXCLUDED.version))
+         SELECT count(*) AS "pruned!" FROM gone"#,
+        retention.as_secs_f64(),
+        limit,
     )
-    .bind(retention.as_secs_f64())
-    .bind(limit)
     .fetch_one(pool)
     .await?;
     Ok(pruned as u64)
@@ -195,27 +200,25 @@ pub async fn catch_up(
     user: UserId,
     after: i64,
 ) -> Result<Option<CatchUpRows>, StoreError> {
-    let row: Option<(i64, i64, Vec<String>)> = sqlx::query_as(
-        "SELECT u.plan_version, COALESCE(p.version, 0), \
-             CASE WHEN $2 >= COALESCE(p.version, 0) THEN ARRAY( \
-                 SELECT o.delta::TEXT FROM plansync.outbox o \
-                 WHERE o.user_id = u.id AND o.version > $2 ORDER BY o.version) \
-             ELSE ARRAY[]::TEXT[] END \
-         FROM public.users u \
-         LEFT JOIN plansync.outbox_pruned p ON p.user_id = u.id \
-         WHERE u.id = $1",
+    let row = sqlx::query!(
+        r#"SELECT u.plan_version, COALESCE(p.version, 0) AS "pruned_version!",
+             CASE WHEN $2 >= COALESCE(p.version, 0) THEN ARRAY(
+                 SELECT o.delta::TEXT FROM plansync.outbox o
+                 WHERE o.user_id = u.id AND o.version > $2 ORDER BY o.version)
+             ELSE ARRAY[]::TEXT[] END AS "deltas!"
+         FROM public.users u
+         LEFT JOIN plansync.outbox_pruned p ON p.user_id = u.id
+         WHERE u.id = $1"#,
+        user.0,
+        after,
     )
-    .bind(user)
-    .bind(after)
     .fetch_optional(pool)
     .await?;
-    Ok(
-        row.map(|(plan_version, pruned_version, deltas)| CatchUpRows {
-            plan_version,
-            pruned_version,
-            deltas,
-        }),
-    )
+    Ok(row.map(|r| CatchUpRows {
+        plan_version: r.plan_version,
+        pruned_version: r.pruned_version,
+        deltas: r.deltas,
+    }))
 }
 
 /// Unpublished rows (of one user, when given) and the age of the oldest.
@@ -223,12 +226,13 @@ pub async fn backlog(
     pool: &PgPool,
     user: Option<UserId>,
 ) -> Result<(i64, Option<DateTime<Utc>>, DateTime<Utc>), StoreError> {
-    let row: (i64, Option<DateTime<Utc>>, DateTime<Utc>) = sqlx::query_as(
-        "SELECT count(*), min(created_at), now() FROM plansync.outbox \
-         WHERE published_at IS NULL AND ($1::BIGINT IS NULL OR user_id = $1)",
+    let row = sqlx::query!(
+        r#"SELECT count(*) AS "backlog!", min(created_at) AS oldest, now() AS "now!"
+         FROM plansync.outbox
+         WHERE published_at IS NULL AND ($1::BIGINT IS NULL OR user_id = $1)"#,
+        user.map(|u| u.0),
     )
-    .bind(user)
     .fetch_one(pool)
     .await?;
-    Ok(row)
+    Ok((row.backlog, row.oldest, row.now))
 }

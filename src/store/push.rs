@@ -11,9 +11,9 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use super::appointments::{AppointmentRow, MaybeAppointment, APPOINTMENT_COLUMNS};
+use super::appointments::{maybe_appointment, AppointmentRow};
 use super::StoreError;
-use crate::ids::{AppointmentId, ConnectionId, Etag, EventId};
+use crate::ids::{AppointmentId, ConnectionId, Etag, EventId, UserId};
 
 /// An appointment's link, as a push sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,54 +35,60 @@ pub struct PushState {
     pub parked: bool,
 }
 
-#[derive(sqlx::FromRow)]
-struct StateRow {
-    #[sqlx(flatten)]
-    appointment: MaybeAppointment,
-    link_id: Option<i64>,
-    link_connection: Option<ConnectionId>,
-    event_id: Option<EventId>,
-    etag: Option<Etag>,
-    remote_updated_at: Option<DateTime<Utc>>,
-    parked: bool,
-}
-
 /// The appointment (absent when the host deleted it) and its link (absent
 /// when it was never pushed, on any connection).
 pub async fn load(conn: &mut PgConnection, id: AppointmentId) -> Result<PushState, StoreError> {
-    let sql = format!(
-        "SELECT {APPOINTMENT_COLUMNS}, \
-             l.id AS link_id, l.connection_id AS link_connection, l.event_id, l.etag, \
-             l.remote_updated_at, \
-             EXISTS (SELECT 1 FROM plansync.parked_pushes p WHERE p.appointment_id = k.id) \
-                 AS parked \
-         FROM (SELECT $1::BIGINT AS id) k \
-         LEFT JOIN public.appointments a ON a.id = k.id \
-         LEFT JOIN plansync.links l ON l.appointment_id = k.id"
+    let row = sqlx::query!(
+        r#"SELECT a.user_id AS "user_id?: UserId", a.summary AS "summary?",
+             a.description AS "description?", a.location AS "location?",
+             plansync.storable_time(a.start_at) AS "start_at?",
+             plansync.storable_time(a.end_at) AS "end_at?",
+             a.start_time_zone AS "start_time_zone?", a.end_time_zone AS "end_time_zone?",
+             a.all_day AS "all_day?",
+             plansync.storable_time(a.created_at) AS "created_at?",
+             plansync.storable_time(a.updated_at) AS "updated_at?",
+             l.id AS "link_id?", l.connection_id AS "link_connection?: ConnectionId",
+             l.event_id AS "event_id?: EventId", l.etag AS "etag?: Etag",
+             l.remote_updated_at AS "remote_updated_at?",
+             EXISTS (SELECT 1 FROM plansync.parked_pushes p WHERE p.appointment_id = k.id)
+                 AS "parked!"
+         FROM (SELECT $1::BIGINT AS id) k
+         LEFT JOIN public.appointments a ON a.id = k.id
+         LEFT JOIN plansync.links l ON l.appointment_id = k.id"#,
+        id.0,
+    )
+    .fetch_one(conn)
+    .await?;
+    let (link_id, link_connection, event_id, etag, remote_updated_at, parked) = (
+        row.link_id,
+        row.link_connection,
+        row.event_id,
+        row.etag,
+        row.remote_updated_at,
+        row.parked,
     );
-    let row: StateRow = sqlx::query_as(&sql).bind(id).fetch_one(conn).await?;
-    let appointment = row.appointment.into_row(id);
-    let link = match (row.link_id, row.link_connection, row.event_id) {
+    let appointment = maybe_appointment!(row).into_row(id);
+    let link = match (link_id, link_connection, event_id) {
         (Some(id), Some(connection_id), Some(event_id)) => Some(PushLink {
             id,
             connection_id,
             event_id,
-            etag: row.etag,
-            remote_updated_at: row.remote_updated_at,
+            etag,
+            remote_updated_at,
         }),
         _ => None,
     };
     Ok(PushState {
         appointment,
         link,
-        parked: row.parked,
+        parked,
     })
 }
 
 /// This deployment's event-id salt (generated once by the migration).
 pub async fn event_id_salt(conn: &mut PgConnection) -> Result<String, StoreError> {
     Ok(
-        sqlx::query_scalar("SELECT event_id_salt FROM plansync.deployment")
+        sqlx::query_scalar!("SELECT event_id_salt FROM plansync.deployment")
             .fetch_one(conn)
             .await?,
     )
@@ -91,7 +97,7 @@ pub async fn event_id_salt(conn: &mut PgConnection) -> Result<String, StoreError
 /// A number never drawn before, for the next event id.
 pub async fn next_incarnation(conn: &mut PgConnection) -> Result<i64, StoreError> {
     Ok(
-        sqlx::query_scalar("SELECT nextval('plansync.event_incarnation')")
+        sqlx::query_scalar!(r#"SELECT nextval('plansync.event_incarnation') AS "incarnation!""#)
             .fetch_one(conn)
             .await?,
     )
@@ -105,13 +111,13 @@ pub async fn record_insert(
     appointment: AppointmentId,
     event_id: &EventId,
 ) -> Result<PushLink, StoreError> {
-    let id: i64 = sqlx::query_scalar(
+    let id = sqlx::query_scalar!(
         "INSERT INTO plansync.links (connection_id, appointment_id, event_id) \
          VALUES ($1, $2, $3) RETURNING id",
+        connection.0,
+        appointment.0,
+        event_id.as_str(),
     )
-    .bind(connection)
-    .bind(appointment)
-    .bind(event_id)
     .fetch_one(conn)
     .await?;
     Ok(PushLink {
@@ -132,11 +138,11 @@ pub async fn lock_appointment(
 ) -> Result<Option<DateTime<Utc>>, StoreError> {
     // Through storable_time, as the row was read: a host's `infinity` must
     // neither panic the decode nor differ from the value the push started with.
-    let row: Option<Option<DateTime<Utc>>> = sqlx::query_scalar(
+    let row = sqlx::query_scalar!(
         "SELECT plansync.storable_time(updated_at) FROM public.appointments \
          WHERE id = $1 FOR UPDATE",
+        id.0,
     )
-    .bind(id)
     .fetch_optional(conn)
     .await?;
     Ok(row.map(|t| t.unwrap_or(crate::model::UNSTORABLE_TIME)))

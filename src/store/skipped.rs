@@ -34,7 +34,7 @@ pub async fn record(
     let keys: Vec<&str> = by_key.keys().copied().collect();
     let ids: Vec<Option<&str>> = by_key.values().map(|s| s.event_id).collect();
     let reasons: Vec<&str> = by_key.values().map(|s| s.reason).collect();
-    sqlx::query(
+    sqlx::query!(
         "WITH resolved AS ( \
              DELETE FROM plansync.skipped_events \
              WHERE connection_id = $1 AND event_key = ANY($2::TEXT[]) \
@@ -43,12 +43,12 @@ pub async fn record(
          SELECT $1, k, i, r FROM UNNEST($3::TEXT[], $4::TEXT[], $5::TEXT[]) AS t(k, i, r) \
          ON CONFLICT (connection_id, event_key) DO UPDATE \
              SET event_id = EXCLUDED.event_id, reason = EXCLUDED.reason, last_seen_at = now()",
+        connection.0,
+        resolved,
+        &keys as &[&str],
+        &ids as &[Option<&str>],
+        &reasons as &[&str],
     )
-    .bind(connection)
-    .bind(resolved)
-    .bind(&keys)
-    .bind(&ids)
-    .bind(&reasons)
     .execute(conn)
     .await?;
     Ok(())
@@ -61,15 +61,15 @@ pub async fn park_push(
     appointment: AppointmentId,
     reason: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO plansync.parked_pushes (connection_id, appointment_id, reason) \
          VALUES ($1, $2, $3) \
          ON CONFLICT (connection_id, appointment_id) DO UPDATE \
              SET reason = EXCLUDED.reason, parked_at = now()",
+        connection.0,
+        appointment.0,
+        crate::text::error_text(reason),
     )
-    .bind(connection)
-    .bind(appointment)
-    .bind(crate::text::error_text(reason))
     .execute(conn)
     .await?;
     Ok(())
@@ -81,10 +81,12 @@ pub async fn unpark_push(
     conn: &mut PgConnection,
     appointment: AppointmentId,
 ) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM plansync.parked_pushes WHERE appointment_id = $1")
-        .bind(appointment)
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "DELETE FROM plansync.parked_pushes WHERE appointment_id = $1",
+        appointment.0
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -97,10 +99,12 @@ pub async fn unpark_pushes(
     if appointments.is_empty() {
         return Ok(());
     }
-    sqlx::query("DELETE FROM plansync.parked_pushes WHERE appointment_id = ANY($1)")
-        .bind(appointments)
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "DELETE FROM plansync.parked_pushes WHERE appointment_id = ANY($1)",
+        appointments as &[AppointmentId],
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -111,11 +115,11 @@ pub async fn forget_unseen(
     connection: ConnectionId,
     since: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    sqlx::query!(
         "DELETE FROM plansync.skipped_events WHERE connection_id = $1 AND last_seen_at < $2",
+        connection.0,
+        since,
     )
-    .bind(connection)
-    .bind(since)
     .execute(conn)
     .await?;
     Ok(())

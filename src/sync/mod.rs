@@ -12,6 +12,8 @@
 //! gone calendar block the connection (its jobs wait, unclaimed, for `connect`
 //! or `resync`), and anything else is parked with its error.
 
+pub mod conflict;
+mod connect;
 pub mod pull;
 pub mod push;
 pub mod reconcile;
@@ -29,6 +31,8 @@ use crate::google::{CalendarClient, GoogleClient, GoogleError, NextStep, TokenPr
 use crate::ids::ConnectionId;
 use crate::queue::{BackoffSchedule, Job, JobError};
 use crate::store::connections::{self, Blocked, SyncConnection};
+
+pub use connect::connect;
 
 /// Shared by every sync job of a worker.
 pub struct SyncDeps {
@@ -164,6 +168,7 @@ pub async fn google_failure(
         let mut tx = pool.begin().await?;
         job.fence(&mut tx).await?;
         connections::mark_blocked(&mut tx, connection, blocked, &message).await?;
+        crate::deltas::announce_link_change(&mut tx, connection).await?;
         tx.commit().await?;
         Ok::<(), JobError>(())
     }

@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-use super::reconcile::{self, Action, LocalAppointment, LocalState, Loser};
+use super::conflict::Lost;
+use super::reconcile::{self, Action, Link, LocalAppointment, LocalState};
 use super::{google_failure, SyncDeps};
 use crate::deltas::{AppointmentPayload, DeltaBatch, GoogleSync};
 use crate::google::{
@@ -273,7 +274,7 @@ async fn record_skipped(
             "event set aside"
         );
     }
-    metrics::counter!(crate::worker::metric::SKIPPED_EVENTS).increment(page.skipped.len() as u64);
+    metrics::counter!(crate::metrics::SKIPPED_EVENTS).increment(page.skipped.len() as u64);
     let skips: Vec<Skip> = page
         .skipped
         .iter()
@@ -302,6 +303,8 @@ async fn finish(
         page.calendar_time_zone.as_deref(),
     )
     .await?;
+    // A successful sync after the calendar was gone: tell the user.
+    crate::deltas::announce_link_change(tx, connection.id).await?;
     // DESIGN.md: the first sync of a push-target connection pushes the user's
     // appointments that no connection links yet.
     if connection.never_pulled && connection.is_push_target {
@@ -336,8 +339,11 @@ fn local_state(
     calendar_time_zone: Option<&str>,
 ) -> LocalState {
     LocalState {
-        link_id: linked.link_id,
-        appointment_id: linked.appointment_id,
+        link: Link {
+            id: linked.link_id,
+            appointment_id: linked.appointment_id,
+            parked: linked.parked,
+        },
         etag: linked.etag.clone(),
         // An appointment the host gave to another user is no longer this
         // calendar's to update: its push takes it out of here.
@@ -351,62 +357,6 @@ fn local_state(
             }),
         pending_push: linked.pending_push,
         calendar_time_zone: calendar_time_zone.map(str::to_owned),
-    }
-}
-
-/// The losing values of a conflict, as stored for the admin.
-pub(super) fn losing_values(
-    fields: &AppointmentFields,
-    updated_at: DateTime<Utc>,
-) -> serde_json::Value {
-    use crate::deltas::timestamp::format;
-    serde_json::json!({
-        "summary": fields.summary,
-        "description": fields.description,
-        "location": fields.location,
-        "startAt": format(&fields.start_at),
-        "endAt": format(&fields.end_at),
-        "startTimeZone": fields.start_time_zone,
-        "endTimeZone": fields.end_time_zone,
-        "allDay": fields.all_day,
-        "updatedAt": format(&updated_at),
-    })
-}
-
-fn conflict<'a>(
-    appointment_id: AppointmentId,
-    event_id: &'a EventId,
-    loser: &Loser,
-    remote_updated: Option<DateTime<Utc>>,
-) -> NewConflict<'a> {
-    match loser {
-        Loser::LocalEdit(local) => NewConflict {
-            appointment_id,
-            event_id,
-            winner: "google",
-            kind: "edit",
-            losing_values: Some(losing_values(&local.fields, local.updated_at)),
-            local_updated_at: Some(local.updated_at),
-            remote_updated_at: remote_updated,
-        },
-        Loser::RemoteEdit { fields, updated } => NewConflict {
-            appointment_id,
-            event_id,
-            winner: "local",
-            kind: "edit",
-            losing_values: Some(losing_values(fields, *updated)),
-            local_updated_at: None,
-            remote_updated_at: Some(*updated),
-        },
-        Loser::LocalEditDeleted(local) => NewConflict {
-            appointment_id,
-            event_id,
-            winner: "google",
-            kind: "delete",
-            losing_values: Some(losing_values(&local.fields, local.updated_at)),
-            local_updated_at: Some(local.updated_at),
-            remote_updated_at: None,
-        },
     }
 }
 
@@ -444,18 +394,16 @@ async fn apply_page(
             seen.push(link.link_id);
         }
     }
-    for event in events {
-        let link = by_event.get(event.id.as_str()).copied();
-        let local = link.map(|l| local_state(l, connection.user_id, calendar_time_zone));
+    for &event in events {
+        let local = by_event
+            .get(event.id.as_str())
+            .map(|l| local_state(l, connection.user_id, calendar_time_zone));
         match reconcile::decide(event, local.as_ref()) {
-            Action::Unchanged | Action::LocalDeletePending => {
-                if let Some(link) = link {
-                    seen.push(link.link_id);
-                }
+            Action::Unchanged { link } | Action::LocalDeletePending { link } => {
+                seen.push(link.id);
             }
             Action::Ignore => {}
-            Action::Create(_) => {
-                let a = event.appointment().expect("create is for appointments");
+            Action::Create(a) => {
                 creates.push(NewLinked {
                     event_id: &event.id,
                     etag: &a.etag,
@@ -463,65 +411,66 @@ async fn apply_page(
                     fields: &a.fields,
                 });
             }
-            Action::RefreshLink(_) => {
-                let (link, a) = (link.expect("linked"), event.appointment().expect("live"));
+            Action::RefreshLink { link, remote: a } => {
                 refreshes.push(LinkRefresh {
-                    link_id: link.link_id,
+                    link_id: link.id,
                     etag: &a.etag,
                     remote_updated_at: a.updated,
                 });
             }
             Action::Update {
-                appointment_id,
+                link,
+                remote: a,
                 conflict: lost,
-                ..
             } => {
-                let (link, a) = (link.expect("linked"), event.appointment().expect("live"));
+                let appointment_id = link.appointment_id;
                 if link.parked {
                     settled_parked.push(appointment_id);
                 }
                 updates.push((appointment_id, &a.fields));
                 refreshes.push(LinkRefresh {
-                    link_id: link.link_id,
+                    link_id: link.id,
                     etag: &a.etag,
                     remote_updated_at: a.updated,
                 });
                 sync_info.insert(appointment_id, (&event.id, &a.etag, a.updated));
                 if let Some(lost) = lost {
-                    conflicts.push(conflict(appointment_id, &event.id, &lost, Some(a.updated)));
+                    conflicts.push(
+                        Lost::from_loser(&lost, Some(a.updated)).record(appointment_id, &event.id),
+                    );
                     superseded_pushes.push(appointment_id);
                 }
             }
-            Action::KeepLocal { conflict: lost, .. } => {
-                let (link, a) = (link.expect("linked"), event.appointment().expect("live"));
+            Action::KeepLocal {
+                link,
+                remote: a,
+                conflict: lost,
+            } => {
                 // The push that is pending sends our values with this etag.
                 refreshes.push(LinkRefresh {
-                    link_id: link.link_id,
+                    link_id: link.id,
                     etag: &a.etag,
                     remote_updated_at: a.updated,
                 });
-                conflicts.push(conflict(
-                    link.appointment_id,
-                    &event.id,
-                    &lost,
-                    Some(a.updated),
-                ));
+                conflicts.push(
+                    Lost::from_loser(&lost, Some(a.updated)).record(link.appointment_id, &event.id),
+                );
             }
             Action::Delete {
-                appointment_id,
+                link,
                 conflict: lost,
             } => {
-                let link = link.expect("linked");
                 if link.parked {
-                    settled_parked.push(appointment_id);
+                    settled_parked.push(link.appointment_id);
                 }
-                deletes.push(appointment_id);
-                dropped_links.push(link.link_id);
+                deletes.push(link.appointment_id);
+                dropped_links.push(link.id);
                 if let Some(lost) = lost {
-                    conflicts.push(conflict(appointment_id, &event.id, &lost, None));
+                    conflicts
+                        .push(Lost::from_loser(&lost, None).record(link.appointment_id, &event.id));
                 }
             }
-            Action::DropLink => dropped_links.push(link.expect("linked").link_id),
+            Action::DropLink { link } => dropped_links.push(link.id),
         }
     }
 

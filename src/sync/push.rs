@@ -30,11 +30,11 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
-use super::pull::{losing_values, payload};
-use super::reconcile::{self, Action, LocalAppointment, LocalState, Loser};
+use super::conflict::Lost;
+use super::pull::payload;
+use super::reconcile::{self, Action, Link, LocalAppointment, LocalState, Loser};
 use super::{google_failure, SyncDeps};
 use crate::deltas::DeltaBatch;
 use crate::google::{
@@ -44,7 +44,7 @@ use crate::google::{
 use crate::ids::{AppointmentId, ConnectionId, Etag, EventId, UserId};
 use crate::queue::{Done, Job, JobError};
 use crate::store::appointments::{self, AppointmentRow};
-use crate::store::conflicts::{self, NewConflict};
+use crate::store::conflicts;
 use crate::store::connections::{self, SyncConnection};
 use crate::store::links::{self, LinkRefresh};
 use crate::store::push::{self as push_store, PushLink, PushState};
@@ -228,67 +228,6 @@ fn is_ours(event: &RemoteEvent, connection: ConnectionId, appointment: Appointme
         && event.private_properties.get(CONNECTION_PROPERTY) == Some(&connection.to_string())
 }
 
-/// A losing version, to be kept as a conflict record.
-#[derive(Debug, Clone, PartialEq)]
-struct Lost {
-    winner: &'static str,
-    kind: &'static str,
-    losing_values: serde_json::Value,
-    local_updated_at: Option<DateTime<Utc>>,
-    remote_updated_at: Option<DateTime<Utc>>,
-}
-
-impl Lost {
-    fn from_loser(loser: &Loser, remote_updated: Option<DateTime<Utc>>) -> Lost {
-        match loser {
-            Loser::LocalEdit(local) => Lost {
-                winner: "google",
-                kind: "edit",
-                losing_values: losing_values(&local.fields, local.updated_at),
-                local_updated_at: Some(local.updated_at),
-                remote_updated_at: remote_updated,
-            },
-            Loser::RemoteEdit { fields, updated } => Lost {
-                winner: "local",
-                kind: "edit",
-                losing_values: losing_values(fields, *updated),
-                local_updated_at: None,
-                remote_updated_at: Some(*updated),
-            },
-            Loser::LocalEditDeleted(local) => Lost {
-                winner: "google",
-                kind: "delete",
-                losing_values: losing_values(&local.fields, local.updated_at),
-                local_updated_at: Some(local.updated_at),
-                remote_updated_at: None,
-            },
-        }
-    }
-
-    /// A local delete beat an edit made in Google.
-    fn remote_edit_deleted(remote: &RemoteAppointment) -> Lost {
-        Lost {
-            winner: "local",
-            kind: "delete",
-            losing_values: losing_values(&remote.fields, remote.updated),
-            local_updated_at: None,
-            remote_updated_at: Some(remote.updated),
-        }
-    }
-
-    fn record<'a>(&self, appointment_id: AppointmentId, event_id: &'a EventId) -> NewConflict<'a> {
-        NewConflict {
-            appointment_id,
-            event_id,
-            winner: self.winner,
-            kind: self.kind,
-            losing_values: Some(self.losing_values.clone()),
-            local_updated_at: self.local_updated_at,
-            remote_updated_at: self.remote_updated_at,
-        }
-    }
-}
-
 /// What the calls to Google ended in: written, with the job's completion, in
 /// one fenced transaction by [`Push::apply`].
 #[derive(Debug)]
@@ -456,19 +395,22 @@ impl Push<'_> {
         record_remote_loser: bool,
     ) -> Result<Outcome, JobError> {
         let local_state = LocalState {
-            link_id: link.id,
-            appointment_id: appointment.id,
+            link: Link {
+                id: link.id,
+                appointment_id: appointment.id,
+                parked: false,
+            },
             etag: link.etag.clone(),
             appointment: Some(local(&appointment)),
             pending_push: true,
             calendar_time_zone: self.connection.calendar_time_zone.clone(),
         };
         match reconcile::decide(&current, Some(&local_state)) {
-            Action::RefreshLink(remote) => Ok(Outcome::Confirmed {
+            Action::RefreshLink { remote, .. } => Ok(Outcome::Confirmed {
                 appointment: appointment.id,
                 link,
                 ack: WriteAck {
-                    etag: remote.etag,
+                    etag: remote.etag.clone(),
                     updated: remote.updated,
                 },
                 lost: None,
@@ -479,9 +421,11 @@ impl Push<'_> {
                 lost: conflict.map(|c| Lost::from_loser(&c, Some(remote.updated))),
                 link,
                 appointment,
-                remote,
+                remote: remote.clone(),
             }),
-            Action::KeepLocal { remote, conflict } => {
+            Action::KeepLocal {
+                remote, conflict, ..
+            } => {
                 match self
                     .client
                     .patch_event_if_match(
@@ -524,14 +468,14 @@ impl Push<'_> {
                     lost,
                 })
             }
-            Action::Unchanged => Err(JobError::Retry(format!(
+            Action::Unchanged { .. } => Err(JobError::Retry(format!(
                 "Google refused our etag for event {} yet answers with it",
                 link.event_id
             ))),
             other @ (Action::Ignore
             | Action::Create(_)
-            | Action::DropLink
-            | Action::LocalDeletePending) => Err(JobError::Fatal(format!(
+            | Action::DropLink { .. }
+            | Action::LocalDeletePending { .. }) => Err(JobError::Fatal(format!(
                 "push cannot act on {other:?} for a linked, existing appointment"
             ))),
         }
@@ -786,7 +730,7 @@ mod tests {
     use super::*;
     use crate::ids::UserId;
     use crate::model::AppointmentFields;
-    use chrono::TimeZone;
+    use chrono::{TimeZone, Utc};
 
     fn row(id: i64) -> AppointmentRow {
         let t = Utc.with_ymd_and_hms(2026, 12, 1, 10, 0, 0).unwrap();

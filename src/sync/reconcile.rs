@@ -15,6 +15,9 @@
 //! - Delete beats edit, in both directions: a cancelled (or no longer
 //!   appointment-like) event deletes the appointment even over a pending
 //!   local edit; a pending local delete keeps the appointment deleted.
+//!
+//! An [`Action`] carries what it was decided on — the [`Link`] and the remote
+//! appointment — so callers act on it without looking either up again.
 
 use chrono::{DateTime, Utc};
 
@@ -22,11 +25,19 @@ use crate::google::{RemoteAppointment, RemoteEvent, RemoteEventKind};
 use crate::ids::{AppointmentId, Etag};
 use crate::model::AppointmentFields;
 
+/// An event's link, as the caller will need it to act.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    pub id: i64,
+    pub appointment_id: AppointmentId,
+    /// The appointment's push is parked (invalid host values).
+    pub parked: bool,
+}
+
 /// What we hold locally for an event's link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalState {
-    pub link_id: i64,
-    pub appointment_id: AppointmentId,
+    pub link: Link,
     pub etag: Option<Etag>,
     /// The appointment, or `None` when the host deleted it (its push, which
     /// deletes the Google event, is pending).
@@ -58,52 +69,63 @@ pub enum Loser {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// Nothing to change; the link (if any) is seen.
-    Unchanged,
+pub enum Action<'e> {
+    /// Nothing to change; the link is seen.
+    Unchanged {
+        link: Link,
+    },
     /// Not ours to track: a cancelled or non-appointment event nobody links.
     Ignore,
-    Create(RemoteAppointment),
+    Create(&'e RemoteAppointment),
     /// Only the link learns the new etag and `updated`.
-    RefreshLink(RemoteAppointment),
-    /// The appointment takes Google's values.
+    RefreshLink {
+        link: Link,
+        remote: &'e RemoteAppointment,
+    },
+    /// The appointment (`link.appointment_id`) takes Google's values.
     Update {
-        appointment_id: AppointmentId,
-        remote: RemoteAppointment,
+        link: Link,
+        remote: &'e RemoteAppointment,
         conflict: Option<Loser>,
     },
     /// The pending local edit wins over Google's edit: keep our values, learn
     /// the new etag (so the push's `If-Match` matches) and record the loser.
     KeepLocal {
-        remote: RemoteAppointment,
+        link: Link,
+        remote: &'e RemoteAppointment,
         conflict: Loser,
     },
     /// The event is gone (or no longer an appointment): delete ours and the link.
     Delete {
-        appointment_id: AppointmentId,
+        link: Link,
         conflict: Option<Loser>,
     },
     /// Both sides are deleted already: forget the link.
-    DropLink,
+    DropLink {
+        link: Link,
+    },
     /// Deleted locally and the delete is still to be pushed: it wins over a
-    /// remote edit, so leave everything for the push.
-    LocalDeletePending,
+    /// remote edit, so leave everything for the push (the link is seen).
+    LocalDeletePending {
+        link: Link,
+    },
 }
 
-pub fn decide(event: &RemoteEvent, local: Option<&LocalState>) -> Action {
+pub fn decide<'e>(event: &'e RemoteEvent, local: Option<&LocalState>) -> Action<'e> {
     let Some(local) = local else {
         return match &event.kind {
-            RemoteEventKind::Appointment(remote) => Action::Create(remote.clone()),
+            RemoteEventKind::Appointment(remote) => Action::Create(remote),
             RemoteEventKind::Cancelled | RemoteEventKind::NotAnAppointment(_) => Action::Ignore,
         };
     };
+    let link = local.link;
     let remote = match &event.kind {
         RemoteEventKind::Appointment(remote) => remote,
         RemoteEventKind::Cancelled | RemoteEventKind::NotAnAppointment(_) => {
             return match &local.appointment {
-                None => Action::DropLink,
+                None => Action::DropLink { link },
                 Some(appointment) => Action::Delete {
-                    appointment_id: local.appointment_id,
+                    link,
                     conflict: local
                         .pending_push
                         .then(|| Loser::LocalEditDeleted(appointment.clone())),
@@ -112,33 +134,34 @@ pub fn decide(event: &RemoteEvent, local: Option<&LocalState>) -> Action {
         }
     };
     let Some(appointment) = &local.appointment else {
-        return Action::LocalDeletePending;
+        return Action::LocalDeletePending { link };
     };
     if local.etag.as_ref() == Some(&remote.etag) {
-        return Action::Unchanged;
+        return Action::Unchanged { link };
     }
     if appointment
         .fields
         .matches(&remote.fields, local.calendar_time_zone.as_deref())
     {
-        return Action::RefreshLink(remote.clone());
+        return Action::RefreshLink { link, remote };
     }
     if !local.pending_push {
         return Action::Update {
-            appointment_id: local.appointment_id,
-            remote: remote.clone(),
+            link,
+            remote,
             conflict: None,
         };
     }
     if remote.updated >= appointment.updated_at {
         Action::Update {
-            appointment_id: local.appointment_id,
-            remote: remote.clone(),
+            link,
+            remote,
             conflict: Some(Loser::LocalEdit(appointment.clone())),
         }
     } else {
         Action::KeepLocal {
-            remote: remote.clone(),
+            link,
+            remote,
             conflict: Loser::RemoteEdit {
                 fields: remote.fields.clone(),
                 updated: remote.updated,
@@ -196,8 +219,11 @@ mod tests {
 
     fn local(summary: &str, etag: &str, updated_at: DateTime<Utc>, pending: bool) -> LocalState {
         LocalState {
-            link_id: 1,
-            appointment_id: AppointmentId(7),
+            link: Link {
+                id: 1,
+                appointment_id: AppointmentId(7),
+                parked: false,
+            },
             etag: Some(Etag::from(etag)),
             appointment: Some(LocalAppointment {
                 fields: fields(summary),
@@ -210,10 +236,11 @@ mod tests {
 
     #[test]
     fn unknown_live_event_is_created_and_unknown_deletions_ignored() {
-        assert!(matches!(
-            decide(&live("a", "e1", t(9)), None),
-            Action::Create(_)
-        ));
+        let event = live("a", "e1", t(9));
+        match decide(&event, None) {
+            Action::Create(remote) => assert_eq!(Some(remote), event.appointment()),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(decide(&cancelled(), None), Action::Ignore);
         let mut declined = live("a", "e1", t(9));
         declined.kind = RemoteEventKind::NotAnAppointment(NotAppointmentReason::DeclinedByOwner);
@@ -223,11 +250,17 @@ mod tests {
     #[test]
     fn same_etag_is_unchanged_and_same_fields_only_refresh_the_link() {
         let l = local("a", "e1", t(8), false);
-        assert_eq!(decide(&live("a", "e1", t(9)), Some(&l)), Action::Unchanged);
-        assert!(matches!(
-            decide(&live("a", "e2", t(9)), Some(&l)),
-            Action::RefreshLink(_)
-        ));
+        assert_eq!(
+            decide(&live("a", "e1", t(9)), Some(&l)),
+            Action::Unchanged { link: l.link }
+        );
+        match decide(&live("a", "e2", t(9)), Some(&l)) {
+            Action::RefreshLink { link, remote } => {
+                assert_eq!(link, l.link);
+                assert_eq!(remote.etag, Etag::from("e2"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -236,10 +269,11 @@ mod tests {
         match decide(&live("b", "e2", t(9)), Some(&l)) {
             Action::Update {
                 conflict: None,
-                appointment_id,
-                ..
+                link,
+                remote,
             } => {
-                assert_eq!(appointment_id, AppointmentId(7))
+                assert_eq!(link.appointment_id, AppointmentId(7));
+                assert_eq!(remote.fields.summary, "b");
             }
             other => panic!("{other:?}"),
         }
@@ -268,6 +302,7 @@ mod tests {
             Action::KeepLocal {
                 conflict: Loser::RemoteEdit { fields, .. },
                 remote,
+                ..
             } => {
                 assert_eq!(fields.summary, "theirs");
                 assert_eq!(remote.etag, Etag::from("e2"));
@@ -295,11 +330,15 @@ mod tests {
         deleted_locally.appointment = None;
         assert_eq!(
             decide(&live("theirs", "e2", t(11)), Some(&deleted_locally)),
-            Action::LocalDeletePending
+            Action::LocalDeletePending {
+                link: deleted_locally.link
+            }
         );
         assert_eq!(
             decide(&cancelled(), Some(&deleted_locally)),
-            Action::DropLink
+            Action::DropLink {
+                link: deleted_locally.link
+            }
         );
     }
 }

@@ -61,62 +61,14 @@ use crate::queue::{Job, JobError, Queue, Transition};
 use crate::quota::{self, Quota};
 use crate::store::{self, StoreError};
 
-/// Metric names (Prometheus), recorded through the `metrics` facade. README's
-/// operations section lists every family.
+/// The Prometheus exporter: installs the recorder and describes every family
+/// whose name [`crate::metrics`] holds (re-exported here).
 pub mod metric {
     use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
+    pub use crate::metrics::*;
     use crate::queue::JobKind;
-
-    /// Jobs claimed, by `kind`.
-    pub const CLAIMED: &str = "plansync_jobs_claimed_total";
-    /// Finished job runs, by `kind` and `outcome` ([`outcome`]).
-    pub const JOBS: &str = "plansync_jobs_total";
-    /// Run time of a job, by `kind` and `outcome` (histogram).
-    pub const DURATION: &str = "plansync_job_duration_seconds";
-    /// Google calls, by `operation` and `outcome` (`ok` or the error's class).
-    pub const GOOGLE_REQUESTS: &str = "plansync_google_requests_total";
-    /// Google call latency, by `operation` (histogram).
-    pub const GOOGLE_DURATION: &str = "plansync_google_request_duration_seconds";
-    /// Queued jobs of the whole fleet (gauge, refreshed by every replica).
-    pub const QUEUE_DEPTH: &str = "plansync_queue_depth";
-    /// How long the oldest claimable due job has waited (gauge).
-    pub const QUEUE_LAG: &str = "plansync_queue_oldest_due_lag_seconds";
-    /// Jobs running in the fleet (gauge).
-    pub const RUNNING: &str = "plansync_jobs_running";
-    /// Unpublished outbox rows (gauge).
-    pub const OUTBOX_BACKLOG: &str = "plansync_outbox_backlog";
-    /// Age of the oldest unpublished outbox row (gauge).
-    pub const OUTBOX_AGE: &str = "plansync_outbox_oldest_age_seconds";
-    /// Deltas published to Redis, by `item_type` and `action`.
-    pub const DELTAS_PUBLISHED: &str = "plansync_deltas_published_total";
-    /// Conflict records written, by `winner` and `kind`.
-    pub const CONFLICTS: &str = "plansync_conflicts_total";
-    /// Events Google listed that could not be read or stored.
-    pub const SKIPPED_EVENTS: &str = "plansync_skipped_events_total";
-    /// Live Google notification channels (gauge; set by the channel upkeep).
-    pub const CHANNELS_LIVE: &str = "plansync_notification_channels_live";
-    /// Notifications received on `/google/notifications`, by `outcome`.
-    pub const NOTIFICATIONS: &str = "plansync_notifications_total";
-    /// 1 when this replica's last Redis probe answered, else 0 (gauge).
-    pub const REDIS_UP: &str = "plansync_redis_up";
-
-    /// The `outcome` label of [`JOBS`] and [`DURATION`].
-    pub mod outcome {
-        pub const SUCCEEDED: &str = "succeeded";
-        /// Failed, back in the queue (retry, snooze or back-off).
-        pub const REQUEUED: &str = "requeued";
-        pub const DEAD: &str = "dead";
-        /// Lease lost, or released at shutdown: nothing recorded.
-        pub const ABANDONED: &str = "abandoned";
-        pub const ALL: [&str; 4] = [SUCCEEDED, REQUEUED, DEAD, ABANDONED];
-    }
-
-    /// Buckets of the latency histograms (seconds): a fast Google call is tens
-    /// of milliseconds, a long full sync minutes.
-    pub const SECONDS_BUCKETS: [f64; 14] = [
-        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-    ];
+    use crate::store::conflicts::{ConflictKind, Winner};
 
     /// Installs the process-wide Prometheus recorder, with buckets for every
     /// `_seconds` histogram so they render as histograms (aggregatable across
@@ -198,9 +150,10 @@ pub mod metric {
             }
         }
         metrics::counter!(SKIPPED_EVENTS).increment(0);
-        for winner in ["google", "local"] {
-            for kind in ["edit", "delete"] {
-                metrics::counter!(CONFLICTS, "winner" => winner, "kind" => kind).increment(0);
+        for winner in Winner::ALL {
+            for kind in ConflictKind::ALL {
+                metrics::counter!(CONFLICTS, "winner" => winner.as_str(), "kind" => kind.as_str())
+                    .increment(0);
             }
         }
         for (item_type, action) in [
@@ -420,7 +373,7 @@ impl<H: JobHandler> Worker<H> {
     async fn leave(&self) {
         let cfg = &self.inner.config;
         if let Err(err) = store::workers::leave(self.inner.queue.pool(), &cfg.worker_id).await {
-            tracing::debug!(error = %err, "removing the heartbeat row failed; it ages out");
+            tracing::debug!(error = %crate::text::Chain(&err), "removing the heartbeat row failed; it ages out");
         }
     }
 
@@ -524,7 +477,7 @@ impl<H: JobHandler> Worker<H> {
         let slots = Arc::new(Semaphore::new(cfg.concurrency));
         let mut listener = self.listen().await;
         if let Err(err) = self.heartbeat().await {
-            tracing::warn!(error = %err, "worker heartbeat failed");
+            tracing::warn!(error = %crate::text::Chain(&err), "worker heartbeat failed");
         }
         let beater = self.clone();
         let beat_stop = shutdown.clone();
@@ -535,7 +488,7 @@ impl<H: JobHandler> Worker<H> {
                     _ = tokio::time::sleep(HEARTBEAT) => {}
                 }
                 if let Err(err) = beater.heartbeat().await {
-                    tracing::warn!(error = %err, "worker heartbeat failed");
+                    tracing::warn!(error = %crate::text::Chain(&err), "worker heartbeat failed");
                 }
             }
         });
@@ -546,7 +499,7 @@ impl<H: JobHandler> Worker<H> {
         tracker.spawn(async move {
             loop {
                 if let Err(err) = ticker.tick().await {
-                    tracing::warn!(error = %err, "scheduler tick failed");
+                    tracing::warn!(error = %crate::text::Chain(&err), "scheduler tick failed");
                 }
                 tokio::select! {
                     _ = tick_stop.cancelled() => break,
@@ -573,7 +526,7 @@ impl<H: JobHandler> Worker<H> {
                 }
                 Ok(None) => {}
                 Err(err) => {
-                    tracing::warn!(error = %err, "claiming a job failed");
+                    tracing::warn!(error = %crate::text::Chain(&err), "claiming a job failed");
                     drop(permit);
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
@@ -632,14 +585,14 @@ impl<H: JobHandler> Worker<H> {
         let mut listener = match PgListener::connect_with(self.inner.queue.pool()).await {
             Ok(l) => l,
             Err(err) => {
-                tracing::warn!(error = %err, "LISTEN unavailable; polling only");
+                tracing::warn!(error = %crate::text::Chain(&err), "LISTEN unavailable; polling only");
                 return None;
             }
         };
         match listener.listen(store::jobs::NOTIFY_CHANNEL).await {
             Ok(()) => Some(listener),
             Err(err) => {
-                tracing::warn!(error = %err, "LISTEN unavailable; polling only");
+                tracing::warn!(error = %crate::text::Chain(&err), "LISTEN unavailable; polling only");
                 None
             }
         }
@@ -738,7 +691,7 @@ impl<H: JobHandler> Worker<H> {
                     }
                     Ok(_) => RunOutcome::Abandoned,
                     Err(err) => {
-                        tracing::error!(error = %err, "releasing the lease failed; it will expire");
+                        tracing::error!(error = %crate::text::Chain(&err), "releasing the lease failed; it will expire");
                         RunOutcome::Abandoned
                     }
                 };
@@ -747,7 +700,7 @@ impl<H: JobHandler> Worker<H> {
         match inner.queue.fail(job, &error).await {
             Ok(Transition::Requeued { into, delay }) => {
                 tracing::warn!(
-                    error = %error,
+                    error = %crate::text::Chain(&error),
                     retry_in_secs = delay.as_secs_f64(),
                     requeued_as = %into,
                     "job failed; requeued"
@@ -755,7 +708,7 @@ impl<H: JobHandler> Worker<H> {
                 RunOutcome::Requeued
             }
             Ok(Transition::Dead) => {
-                tracing::error!(error = %error, "job failed; dead");
+                tracing::error!(error = %crate::text::Chain(&error), "job failed; dead");
                 RunOutcome::Dead
             }
             Ok(Transition::LeaseLost) => {
@@ -764,8 +717,8 @@ impl<H: JobHandler> Worker<H> {
             }
             Err(err) => {
                 tracing::error!(
-                    error = %err,
-                    job_error = %error,
+                    error = %crate::text::Chain(&err),
+                    job_error = %crate::text::Chain(&error),
                     "recording the failure failed; the lease will expire and the job be rescued"
                 );
                 RunOutcome::Abandoned
@@ -802,7 +755,7 @@ async fn heartbeat(
             }
             // The database is unreachable: keep trying; the lease holds until
             // it expires, and a rescue after that fences us out.
-            Err(err) => tracing::warn!(error = %err, "heartbeat failed"),
+            Err(err) => tracing::warn!(error = %crate::text::Chain(&err), "heartbeat failed"),
         }
     }
 }
@@ -811,7 +764,7 @@ async fn wait_notification(listener: &mut Option<PgListener>) {
     match listener {
         Some(l) => {
             if let Err(err) = l.recv().await {
-                tracing::debug!(error = %err, "LISTEN connection lost; sqlx reconnects");
+                tracing::debug!(error = %crate::text::Chain(&err), "LISTEN connection lost; sqlx reconnects");
             }
         }
         None => std::future::pending().await,

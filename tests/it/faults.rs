@@ -190,7 +190,7 @@ impl Fleet {
             .await
             .unwrap();
         let calendar = CalendarId::from(calendar);
-        plansync::store::connections::connect(
+        plansync::sync::connect(
             &self.pool,
             NewConnection {
                 user: UserId(user),

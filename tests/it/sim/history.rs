@@ -215,7 +215,7 @@ impl Sim {
     async fn connect(&mut self) {
         let calendar = CalendarId::new(CALENDAR);
         let token = RefreshToken::new(self.sync.google.refresh_tokens()[0].clone());
-        let outcome = plansync::store::connections::connect(
+        let outcome = plansync::sync::connect(
             self.pool(),
             NewConnection {
                 user: UserId(USER),
