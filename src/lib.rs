@@ -14,6 +14,7 @@ pub mod deltas;
 pub mod fake_google;
 pub mod google;
 pub mod ids;
+pub mod job;
 pub mod model;
 pub mod queue;
 pub mod quota;

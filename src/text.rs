@@ -47,6 +47,23 @@ pub fn error_text(s: &str) -> String {
     cut(&cleaned, MAX_ERROR_CHARS)
 }
 
+/// An error and its causes on one line, each level once: `a: b: c`.
+pub fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut next = err.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        // A level that repeats its cause's text verbatim (some libraries'
+        // errors do) would print it twice: skip the repeat.
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

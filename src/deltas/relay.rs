@@ -167,7 +167,7 @@ impl Relay {
                 Ok(listener) => break listener,
                 Err(err) => {
                     let delay = backoff.next().unwrap_or(self.settings.backoff_max);
-                    tracing::warn!(error = %err, ?delay, "relay cannot LISTEN yet; retrying");
+                    tracing::warn!(error = %crate::text::chain(&err), ?delay, "relay cannot LISTEN yet; retrying");
                     tokio::select! {
                         _ = cancel.cancelled() => return,
                         _ = tokio::time::sleep(delay) => {}
@@ -188,7 +188,7 @@ impl Relay {
                 }
                 Err(err) => {
                     let delay = backoff.next().unwrap_or(self.settings.backoff_max);
-                    tracing::warn!(error = %err, ?delay, "relay failed; backing off");
+                    tracing::warn!(error = %crate::text::chain(&err), ?delay, "relay failed; backing off");
                     tokio::select! {
                         _ = cancel.cancelled() => return,
                         _ = tokio::time::sleep(delay) => continue,
@@ -200,7 +200,9 @@ impl Relay {
                 match self.prune().await {
                     Ok(n) if n > 0 => tracing::info!(pruned = n, "pruned published outbox rows"),
                     Ok(_) => {}
-                    Err(err) => tracing::warn!(error = %err, "outbox pruning failed"),
+                    Err(err) => {
+                        tracing::warn!(error = %crate::text::chain(&err), "outbox pruning failed")
+                    }
                 }
             }
             tokio::select! {

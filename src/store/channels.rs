@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::StoreError;
 use crate::channel::ChannelId;
 use crate::ids::{ConnectionId, JobId};
+use crate::job::JobKind;
 
 /// How long notifications of a stopped or replaced channel are answered 200
 /// (and ignored) rather than 404: Google may still deliver a few, and
@@ -190,7 +191,7 @@ pub async fn retire_all(
     .await?
     .rows_affected();
     if unstopped > 0 {
-        super::jobs::enqueue(conn, "watch", connection, None, true).await?;
+        super::jobs::enqueue(conn, JobKind::Watch, connection, None, true).await?;
     }
     Ok(unstopped)
 }

@@ -16,6 +16,7 @@ use sqlx::PgPool;
 use super::StoreError;
 use crate::deltas::{ConnectionPayload, PlanItemDelta};
 use crate::ids::{CalendarId, ConnectionId, Subject, UserId};
+use crate::job::JobKind;
 
 /// How a connection gets its access tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,7 +122,7 @@ pub async fn connect(pool: &PgPool, new: NewConnection<'_>) -> Result<ConnectOut
     .await?;
     // The first (or, after re-authorisation, a fresh) full sync, due at once,
     // committed with the connection so it can never be missing.
-    super::jobs::enqueue(&mut tx, "full_resync", id, None, true).await?;
+    super::jobs::enqueue(&mut tx, JobKind::FullResync, id, None, true).await?;
     if !created {
         // A re-connect replaces the connection's notification channel: the
         // old one (opened with the old grant) is stopped by a watch job, and
@@ -232,10 +233,7 @@ pub async fn load_for_sync(
     sqlx::query_as::<_, SyncConnection>(
         "SELECT c.id, c.user_id, c.calendar_id, c.active, c.refresh_token_enc, c.subject, c.sync_token, \
              c.calendar_time_zone, c.needs_reauth, c.calendar_gone, \
-             (c.active AND c.id = ( \
-                 SELECT t.id FROM plansync.connections t \
-                 WHERE t.user_id = c.user_id AND t.active \
-                 ORDER BY t.push_target DESC, t.id LIMIT 1)) AS is_push_target, \
+             (c.active AND c.id = plansync.push_target(c.user_id)) AS is_push_target, \
              c.last_pull_at IS NULL AS never_pulled, \
              EXISTS (SELECT 1 FROM plansync.skipped_events s WHERE s.connection_id = c.id) \
                  AS has_skipped \

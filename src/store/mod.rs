@@ -30,7 +30,9 @@ use crate::ids::{ConnectionId, UserId};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The server could not be reached or the connection broke: retry later.
-    #[error("the database is unreachable: {0}")]
+    // Causes are `source()`, not part of the message, so a printed chain
+    // (`{:#}`, `queue::chain`) names each once.
+    #[error("the database is unreachable")]
     Unavailable(#[source] sqlx::Error),
     #[error("the plansync schema is missing in this database: run `plansync migrate` first")]
     NotMigrated,
@@ -40,7 +42,7 @@ pub enum StoreError {
     UnknownConnection(ConnectionId),
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("database error: {0}")]
+    #[error("database error")]
     Database(#[source] sqlx::Error),
 }
 

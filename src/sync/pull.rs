@@ -36,14 +36,13 @@ use crate::google::{
 };
 use crate::ids::{AppointmentId, Etag, EventId, SyncToken, UserId};
 use crate::model::AppointmentFields;
-use crate::queue::{Done, Job, JobError, JobKind};
+use crate::queue::{Done, Job, JobContext, JobError, JobKind, Queue};
 use crate::store::appointments::{self, AppointmentRow, LinkedAppointment, NewLinked};
 use crate::store::conflicts::{self, NewConflict};
 use crate::store::connections::{self, SyncConnection};
 use crate::store::links::{self, LinkRefresh};
 use crate::store::skipped::{self, Skip};
-use crate::store::{self, StoreError};
-use crate::worker::JobContext;
+use crate::store::StoreError;
 
 /// Where a pull lists from.
 #[derive(Debug, Clone)]
@@ -273,7 +272,7 @@ async fn record_skipped(
             "event set aside"
         );
     }
-    metrics::counter!(crate::worker::metric::SKIPPED_EVENTS).increment(page.skipped.len() as u64);
+    metrics::counter!(super::metric::SKIPPED_EVENTS).increment(page.skipped.len() as u64);
     let skips: Vec<Skip> = page
         .skipped
         .iter()
@@ -305,7 +304,7 @@ async fn finish(
     // DESIGN.md: the first sync of a push-target connection pushes the user's
     // appointments that no connection links yet.
     if connection.never_pulled && connection.is_push_target {
-        let n = store::jobs::enqueue_unlinked_pushes(tx, connection.user_id, connection.id).await?;
+        let n = Queue::enqueue_unlinked_pushes(tx, connection.user_id, connection.id).await?;
         if n > 0 {
             tracing::info!(
                 pushes = n,
@@ -551,7 +550,7 @@ async fn apply_page(
         batch.deleted(user, id);
     }
     conflicts::insert(tx, connection.id, &conflicts).await?;
-    store::jobs::cancel_queued_pushes(tx, &superseded_pushes).await?;
+    Queue::cancel_queued_pushes(tx, &superseded_pushes).await?;
     skipped::unpark_pushes(tx, &settled_parked).await?;
     Ok(())
 }

@@ -87,7 +87,7 @@ async fn deltas(
             json(StatusCode::BAD_REQUEST, json_error(&err.to_string()))
         }
         Err(CatchUpError::Store(err)) => {
-            tracing::warn!(error = %err, %user, "catch-up read failed");
+            tracing::warn!(error = %crate::text::chain(&err), %user, "catch-up read failed");
             json(
                 StatusCode::SERVICE_UNAVAILABLE,
                 json_error("the database is unavailable; try again"),

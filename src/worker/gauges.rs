@@ -47,7 +47,7 @@ pub async fn run(
 pub async fn refresh(pool: &PgPool, redis: Option<&redis::Client>) {
     match tokio::time::timeout(DEADLINE, read(pool)).await {
         Ok(Ok(())) => {}
-        Ok(Err(err)) => tracing::debug!(error = %err, "gauges not refreshed"),
+        Ok(Err(err)) => tracing::debug!(error = %crate::text::chain(&err), "gauges not refreshed"),
         Err(_) => tracing::debug!("gauges not refreshed: the database is slow"),
     }
     if let Some(client) = redis {

@@ -115,7 +115,7 @@ async fn handle(
         Ok(Some(target)) => target,
         Ok(None) => return Outcome::UnknownChannel,
         Err(err) => {
-            tracing::warn!(error = %err, "notification: channel lookup failed");
+            tracing::warn!(error = %crate::text::chain(&err), "notification: channel lookup failed");
             return Outcome::Unavailable;
         }
     };
@@ -145,7 +145,7 @@ async fn handle(
             Outcome::Accepted
         }
         Err(err) => {
-            tracing::warn!(error = %err, "notification: enqueuing the pull failed");
+            tracing::warn!(error = %crate::text::chain(&err), "notification: enqueuing the pull failed");
             Outcome::Unavailable
         }
     }

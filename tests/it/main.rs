@@ -18,6 +18,7 @@ mod pool;
 mod pull;
 mod push;
 mod queue;
+mod queue_scale;
 mod quota;
 mod realtime;
 mod realtime_streams;
