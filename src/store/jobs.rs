@@ -381,33 +381,46 @@ pub async fn pollable_connections(pool: &PgPool) -> Result<i64, StoreError> {
 pub struct Scheduled {
     /// Pulls enqueued.
     pub enqueued: u64,
+    /// Watch jobs enqueued or brought forward (channels to open or renew).
+    pub watches: u64,
     /// Connections looked at (their polling time had come).
     pub examined: u64,
 }
 
-/// Enqueues a pull, due at once, for every connection of `region` that is due
-/// and has no pull queued or running. A connection is due when it never
-/// pulled, or has not pulled since the start of its current polling slot:
-/// slots are `interval` long and each connection's are shifted by a stable
-/// offset (a hash of its id), so a fleet's polls spread over the interval
-/// while each connection still polls once per interval. Connections needing
-/// re-auth or whose calendar is gone are skipped, and so are connections in
-/// back-off. With `backstop_secs`, a connection with a live notification
-/// channel polls at that interval instead (notifications bring its changes;
-/// polling is the backstop).
+/// The scheduler's look at the connections of `region` whose `poll_at` has
+/// come (at most `limit`, oldest first; a second replica's tick takes the
+/// next ones):
 ///
-/// Only connections whose `poll_at` has come are looked at (at most `limit`,
-/// oldest first; a second replica's tick takes the next ones), and each
-/// leaves with its next `poll_at`: the end of its current slot, the end of
-/// its back-off, or its channel's expiry. Anything the rule reads resets
-/// `poll_at` (triggers of migration 0016), so nothing is missed; a polling
-/// interval that shrinks (the budget stops stretching it) takes effect for
-/// a connection after the slot it was given.
+/// - **Polls.** A pull, due at once, for each that is due and has no pull
+///   queued or running. A connection is due when it never pulled, or has not
+///   pulled since the start of its current polling slot: slots are
+///   `interval` long and each connection's are shifted by a stable offset (a
+///   hash of its id), so a fleet's polls spread over the interval while each
+///   connection still polls once per interval. Connections needing re-auth,
+///   whose calendar is gone, or in back-off are not polled. With
+///   `backstop_secs`, a connection with a live notification channel polls at
+///   that interval instead (notifications bring its changes).
+/// - **Channels wanted.** With `webhook` set, a watch job (due at once, or
+///   an equal queued one brought forward unless it waits out a retry) for
+///   each that has completed its first sync, has no full resync pending, no
+///   fresh channel at `webhook`, and no watch job running or dead in the
+///   last hour. (Channels to stop are found through the channels:
+///   [`super::channels::schedule_upkeep`].)
+///
+/// Each connection looked at leaves with its next `poll_at`: the end of its
+/// current slot (or of its back-off), capped by its live channel's expiry
+/// and by the moment its fresh channel stops being fresh. Anything else the
+/// rules read resets `poll_at` (a pull, a back-off, any channel change:
+/// triggers of migration 0016), so nothing is missed while only the
+/// connections whose time has come are read. A polling interval that shrinks
+/// (the budget stops stretching it) takes effect for a connection after the
+/// slot it was given.
 pub async fn schedule_pulls(
     pool: &PgPool,
     region: &str,
     interval_secs: i64,
     backstop_secs: Option<i64>,
+    webhook: Option<&str>,
     limit: i64,
 ) -> Result<Scheduled, StoreError> {
     let row = sqlx::query!(
@@ -415,7 +428,20 @@ pub async fn schedule_pulls(
                SELECT c.id, c.region, c.last_pull_at, c.backoff_until,
                       (SELECT max(ch.expires_at) FROM plansync.channels ch
                         WHERE ch.connection_id = c.id AND ch.state = 'live'
-                          AND ch.retired_at IS NULL AND ch.expires_at > now()) AS live_until
+                          AND ch.retired_at IS NULL AND ch.expires_at > now()) AS live_until,
+                      (SELECT max(ch.expires_at - (ch.expires_at - ch.opened_at) / 3)
+                         FROM plansync.channels ch
+                        WHERE ch.connection_id = c.id AND ch.address = $6
+                          AND ch.state = 'live' AND ch.retired_at IS NULL) AS fresh_until,
+                      c.last_pull_at IS NOT NULL AND NOT EXISTS (
+                          SELECT 1 FROM plansync.jobs f
+                           WHERE f.connection_id = c.id AND f.kind = 'full_resync'
+                             AND f.state IN ('queued', 'running')) AS synced,
+                      EXISTS (SELECT 1 FROM plansync.jobs w
+                               WHERE w.connection_id = c.id AND w.kind = 'watch'
+                                 AND (w.state = 'running' OR (w.state = 'dead'
+                                      AND w.finished_at > now() - interval '1 hour')))
+                          AS watch_busy
                  FROM plansync.connections c
                 WHERE c.region = $1 AND c.active AND NOT c.needs_reauth AND NOT c.calendar_gone
                   AND c.poll_at <= now()
@@ -447,25 +473,40 @@ pub async fn schedule_pulls(
                    WHERE state = 'queued'
                DO NOTHING
                RETURNING 1),
+           watch AS (
+               INSERT INTO plansync.jobs (kind, connection_id, region)
+               SELECT 'watch', s.id, s.region FROM slot s
+                WHERE $6::TEXT IS NOT NULL AND s.synced AND NOT s.watch_busy
+                  AND (s.fresh_until IS NULL OR s.fresh_until <= now())
+               ON CONFLICT (kind, connection_id, (COALESCE(appointment_id, 0)))
+                   WHERE state = 'queued'
+               DO UPDATE SET run_at = now(), updated_at = now()
+                   WHERE plansync.jobs.attempts = 0 AND plansync.jobs.run_at > now()
+               RETURNING 1),
            moved AS (
                UPDATE plansync.connections c SET poll_at = LEAST(
                       CASE WHEN s.backoff_until > now() THEN s.backoff_until
                            ELSE s.starts + make_interval(secs => s.secs) END,
-                      COALESCE(s.live_until, 'infinity'))
+                      COALESCE(s.live_until, 'infinity'),
+                      CASE WHEN s.fresh_until > now() THEN s.fresh_until
+                           ELSE 'infinity' END)
                  FROM slot s WHERE c.id = s.id
                RETURNING 1)
            SELECT (SELECT count(*) FROM enqueued) AS "enqueued!",
+                  (SELECT count(*) FROM watch) AS "watches!",
                   (SELECT count(*) FROM moved) AS "examined!""#,
         region,
         interval_secs,
         backstop_secs,
         SCHEDULED_POLL_PRIORITY,
         limit,
+        webhook,
     )
     .fetch_one(pool)
     .await?;
     Ok(Scheduled {
         enqueued: row.enqueued as u64,
+        watches: row.watches as u64,
         examined: row.examined as u64,
     })
 }

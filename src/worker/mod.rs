@@ -249,6 +249,8 @@ const KEEP_FINISHED: Duration = Duration::from_secs(3600);
 /// How often a running worker writes its heartbeat row (well inside
 /// [`store::workers::LIVE_WINDOW_SECS`]).
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
+/// Below this many live channels the tick recounts them every time.
+const FEW_CHANNELS: i64 = 10_000;
 /// How often the tick recounts the connections to stretch polling.
 const RECOUNT_CONNECTIONS: Duration = Duration::from_secs(60);
 
@@ -338,6 +340,8 @@ struct Inner<H> {
     /// scans the connections, so it is redone at most every
     /// [`RECOUNT_CONNECTIONS`], not every tick.
     counted_at: std::sync::Mutex<Option<Instant>>,
+    /// When the live channels were last counted (the gauge), and how many.
+    channels_counted: std::sync::Mutex<Option<(Instant, i64)>>,
 }
 
 impl<H> Clone for Worker<H> {
@@ -359,6 +363,7 @@ impl<H: JobHandler> Worker<H> {
                 finished: Notify::new(),
                 quota: None,
                 counted_at: std::sync::Mutex::new(None),
+                channels_counted: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -454,17 +459,24 @@ impl<H: JobHandler> Worker<H> {
             .webhook_url
             .as_ref()
             .map(|_| (cfg.poll_backstop.as_secs().max(1) as i64).max(interval));
-        let mut scheduled = 0;
+        let (mut scheduled, mut upkeep) = (0, 0);
         loop {
-            let pass =
-                store::jobs::schedule_pulls(pool, &cfg.region, interval, backstop, SCHEDULE_BATCH)
-                    .await?;
+            let pass = store::jobs::schedule_pulls(
+                pool,
+                &cfg.region,
+                interval,
+                backstop,
+                cfg.webhook_url.as_deref(),
+                SCHEDULE_BATCH,
+            )
+            .await?;
             scheduled += pass.enqueued;
+            upkeep += pass.watches;
             if pass.examined < SCHEDULE_BATCH as u64 {
                 break;
             }
         }
-        let upkeep = self.channel_upkeep().await?;
+        upkeep += self.channel_upkeep().await?;
         let corrected = store::jobs::recheck_blocked(pool).await?;
         if corrected > 0 {
             tracing::info!(
@@ -506,8 +518,21 @@ impl<H: JobHandler> Worker<H> {
             );
         }
         store::channels::prune(pool).await?;
-        let live = store::channels::count_live(pool, &cfg.region).await?;
-        metrics::gauge!(metric::CHANNELS_LIVE).set(live as f64);
+        // Counting reads every live channel: every tick while they are few,
+        // once a minute when they are many.
+        let recount = {
+            let last = self.inner.channels_counted.lock().expect("count lock");
+            let due = match *last {
+                Some((at, live)) => live < FEW_CHANNELS || at.elapsed() >= RECOUNT_CONNECTIONS,
+                None => true,
+            };
+            due
+        };
+        if recount {
+            let live = store::channels::count_live(pool, &cfg.region).await?;
+            *self.inner.channels_counted.lock().expect("count lock") = Some((Instant::now(), live));
+            metrics::gauge!(metric::CHANNELS_LIVE).set(live as f64);
+        }
         Ok(scheduled)
     }
 

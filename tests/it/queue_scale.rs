@@ -300,7 +300,8 @@ async fn the_scheduler_reads_only_connections_whose_polling_time_has_come() {
         .await
         .unwrap();
     }
-    let tick = || plansync::store::jobs::schedule_pulls(&app.pool, "default", 300, None, 1000);
+    let tick =
+        || plansync::store::jobs::schedule_pulls(&app.pool, "default", 300, None, None, 1000);
     let first = tick().await.unwrap();
     assert_eq!(
         (first.examined, first.enqueued),
