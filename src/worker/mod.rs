@@ -520,13 +520,9 @@ impl<H: JobHandler> Worker<H> {
         store::channels::prune(pool).await?;
         // Counting reads every live channel: every tick while they are few,
         // once a minute when they are many.
-        let recount = {
-            let last = self.inner.channels_counted.lock().expect("count lock");
-            let due = match *last {
-                Some((at, live)) => live < FEW_CHANNELS || at.elapsed() >= RECOUNT_CONNECTIONS,
-                None => true,
-            };
-            due
+        let recount = match *self.inner.channels_counted.lock().expect("count lock") {
+            Some((at, live)) => live < FEW_CHANNELS || at.elapsed() >= RECOUNT_CONNECTIONS,
+            None => true,
         };
         if recount {
             let live = store::channels::count_live(pool, &cfg.region).await?;
