@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod deltas;
 pub mod google;
 pub mod ids;
+pub mod job;
 pub mod metrics;
 pub mod model;
 pub mod queue;

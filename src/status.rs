@@ -550,14 +550,14 @@ mod tests {
                 oldest_due_lag_secs: 12.0,
                 running: vec![RunningJob {
                     job_id: JobId(11),
-                    kind: "pull".to_owned(),
+                    kind: crate::job::JobKind::Pull.to_string(),
                     connection_id: ConnectionId(7),
                     locked_by: Some("host-a:42".to_owned()),
                     locked_until: Some(now + chrono::Duration::seconds(40)),
                 }],
                 dead: vec![DeadJob {
                     job_id: JobId(9),
-                    kind: "push".to_owned(),
+                    kind: crate::job::JobKind::Push.to_string(),
                     connection_id: ConnectionId(7),
                     attempts: 8,
                     last_error: Some("Google refused the request (400)".to_owned()),

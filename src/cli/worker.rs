@@ -12,7 +12,7 @@ use plansync::config::{
 use plansync::deltas::relay::{Relay, RelaySettings};
 use plansync::google::GoogleClient;
 use plansync::ids::{CalendarId, JobId, UserId};
-use plansync::queue::{JobKind, Queue};
+use plansync::queue::{JobKind, JobState, Queue};
 use plansync::quota::Quota;
 use plansync::store;
 use plansync::store::key_check::KeyCheck;
@@ -178,7 +178,7 @@ pub async fn run(env: &Env, args: RunArgs) -> anyhow::Result<ExitCode> {
     shutdown.cancel();
     relay_stop.cancel();
     if let Err(err) = relay_task.await {
-        tracing::warn!(error = %err, "delta relay task failed");
+        tracing::warn!(error = %plansync::text::chain(&err), "delta relay task failed");
     }
     match http.await {
         Ok(Ok(())) => {}
@@ -227,7 +227,7 @@ async fn shutdown_on_signal(shutdown: CancellationToken) {
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
         Err(err) => {
-            tracing::error!(error = %err, "cannot listen for SIGTERM");
+            tracing::error!(error = %plansync::text::chain(&err), "cannot listen for SIGTERM");
             return;
         }
     };
@@ -304,14 +304,14 @@ pub async fn resync(env: &Env, args: ResyncArgs) -> anyhow::Result<ExitCode> {
 enum WaitOutcome {
     Succeeded,
     Dead { attempts: i32, error: String },
-    TimedOut { state: String },
+    TimedOut { state: JobState },
     Gone,
 }
 
 impl std::fmt::Display for WaitOutcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            WaitOutcome::Succeeded => f.write_str("succeeded"),
+            WaitOutcome::Succeeded => f.write_str(JobState::Succeeded.as_str()),
             WaitOutcome::Dead { attempts, error } => {
                 write!(f, "dead after {attempts} attempts: {error}")
             }
@@ -333,15 +333,15 @@ async fn wait_for(
         let Some(row) = store::jobs::get(pool, id).await? else {
             return Ok(WaitOutcome::Gone);
         };
-        match (row.state.as_str(), row.superseded_by) {
-            ("succeeded", _) => return Ok(WaitOutcome::Succeeded),
-            ("dead", _) => {
+        match (row.state, row.superseded_by) {
+            (JobState::Succeeded, _) => return Ok(WaitOutcome::Succeeded),
+            (JobState::Dead, _) => {
                 return Ok(WaitOutcome::Dead {
                     attempts: row.attempts,
                     error: row.last_error.unwrap_or_default(),
                 })
             }
-            ("superseded", Some(next)) => {
+            (JobState::Superseded, Some(next)) => {
                 id = next;
                 continue;
             }

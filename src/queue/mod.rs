@@ -7,9 +7,15 @@
 //! - **Claim exclusivity.** A claim (`FOR UPDATE SKIP LOCKED`) takes only due
 //!   jobs of the worker's region and of kinds its build knows, and never a job
 //!   of a connection that already has one running: a connection's pulls and
-//!   pushes never interleave (a partial unique index backs this). Jobs of a
-//!   connection that is disconnected, needs re-auth or whose calendar is gone
-//!   wait, unclaimed, until it is usable again.
+//!   pushes never interleave (a partial unique index backs this). One claim
+//!   takes up to a batch of jobs ([`Queue::claim_batch`], sized by the
+//!   worker's free slots), at most one per connection.
+//! - **Waiting jobs.** Jobs of a connection that is disconnected, needs
+//!   re-auth or whose calendar is gone wait, unclaimed, until it is usable
+//!   again (`connect`, `resync`); the watch job of a disconnected connection
+//!   does not wait (it stops the notification channels). Waiting jobs are
+//!   flagged `blocked` and left out of the claim's index, so a backlog of
+//!   them costs a claim nothing (migration 0016).
 //! - **Priority.** Among due jobs a claim takes the lowest `priority` first,
 //!   then the earliest `run_at`: every enqueue is 1, the scheduler's polls 2
 //!   (`store::jobs::SCHEDULED_POLL_PRIORITY`), so when Google's budget is
@@ -38,106 +44,100 @@
 //! When a job goes back to the queue while an equal one is already queued, it
 //! is folded into that one (state `superseded`, pointing at it): the survivor
 //! keeps the later run time and the larger attempt count.
+//!
+//! Every enqueue goes through this module ([`Queue::enqueue_in`] and the
+//! push enqueues beside it); the kinds and states are [`JobKind`] and
+//! [`JobState`] (`crate::job`), and a handler runs with a [`JobContext`] and
+//! ends with a [`Done`] or a [`JobError`] whose [`Failure`] keeps the cause.
 
+use std::error::Error;
 use std::fmt;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use backon::BackoffBuilder;
 use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::QueueSettings;
 use crate::ids::{AppointmentId, ConnectionId, JobId, UserId};
 use crate::store::{self, StoreError};
 
-/// What a job does. Stored as text; new kinds extend the list (and the
-/// table's `jobs_kind_check`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum JobKind {
-    /// An incremental pull (a full one when the connection has no sync token).
-    Pull,
-    /// A full pull with mark-and-sweep (`connect`, `resync --full`).
-    FullResync,
-    /// Send one appointment's local change to Google.
-    Push,
-    /// Notification channel upkeep.
-    Watch,
-}
+pub use crate::job::{chain, Failure, JobKind, JobState};
 
-impl JobKind {
-    /// Every kind this build can run: the only ones its workers claim.
-    pub const ALL: [JobKind; 4] = [
-        JobKind::Pull,
-        JobKind::FullResync,
-        JobKind::Push,
-        JobKind::Watch,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobKind::Pull => "pull",
-            JobKind::FullResync => "full_resync",
-            JobKind::Push => "push",
-            JobKind::Watch => "watch",
-        }
-    }
-}
-
-impl fmt::Display for JobKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for JobKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        JobKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| format!("unknown job kind {s:?}"))
-    }
-}
-
-/// How a job run ended badly; the variant decides what happens next.
-#[derive(Debug, Clone, thiserror::Error)]
+/// How a job run ended badly; the variant decides what happens next. Each
+/// carries its cause ([`Failure`]): the reason recorded on the job (and on
+/// its connection) is [`JobError::reason`], the whole chain, each level once.
+#[derive(Debug, Clone)]
 pub enum JobError {
     /// A transient failure (5xx, timeout, database hiccup): spend an attempt,
     /// retry after a backoff, dead after `PLANSYNC_MAX_ATTEMPTS`.
-    #[error("{0}")]
-    Retry(String),
+    Retry(Failure),
     /// A rate limit: run again after `after`, without spending an attempt.
-    #[error("snoozed for {}s: {reason}", after.as_secs_f64())]
-    Snooze { after: Duration, reason: String },
+    Snooze { after: Duration, reason: Failure },
     /// Retrying cannot help: dead at once, with this error.
-    #[error("{0}")]
-    Fatal(String),
+    Fatal(Failure),
     /// The connection cannot be served for a while, through no fault of the
     /// job: Google's quota is spent, or the token key cannot decrypt the
     /// connection's token. The job and the connection's polling back off
     /// together on `schedule`, without spending an attempt, and the reason is
     /// the connection's `lastError`.
-    #[error("{reason}")]
     Backoff {
-        reason: String,
+        reason: Failure,
         schedule: BackoffSchedule,
     },
     /// The lease is no longer ours (the job was rescued and may run
     /// elsewhere): stop silently and write nothing.
-    #[error("the job's lease was lost")]
     LeaseLost,
+}
+
+impl JobError {
+    /// A transient failure the job describes itself.
+    pub fn retry(message: impl Into<String>) -> Self {
+        JobError::Retry(Failure::msg(message))
+    }
+
+    /// A failure retrying cannot help, described by the job itself.
+    pub fn fatal(message: impl Into<String>) -> Self {
+        JobError::Fatal(Failure::msg(message))
+    }
+
+    /// What is recorded on the job and its connection: the chain of causes.
+    pub fn reason(&self) -> String {
+        chain(self)
+    }
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JobError::Retry(failure) | JobError::Fatal(failure) => failure.fmt(f),
+            JobError::Snooze { after, .. } => write!(f, "snoozed for {}s", after.as_secs_f64()),
+            JobError::Backoff { reason, .. } => reason.fmt(f),
+            JobError::LeaseLost => f.write_str("the job's lease was lost"),
+        }
+    }
+}
+
+impl Error for JobError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            // Transparent: `Display` already printed the failure's top level.
+            JobError::Retry(failure) | JobError::Fatal(failure) => failure.source(),
+            JobError::Backoff { reason, .. } => reason.source(),
+            JobError::Snooze { reason, .. } => Some(reason),
+            JobError::LeaseLost => None,
+        }
+    }
 }
 
 impl From<StoreError> for JobError {
     fn from(err: StoreError) -> Self {
         match err {
-            // The whole chain: the database's own error is the store
-            // error's source, not part of its message.
-            StoreError::NotMigrated => JobError::Fatal(err.to_string()),
-            other => JobError::Retry(crate::text::Chain(&other).to_string()),
+            StoreError::NotMigrated => JobError::Fatal(Failure::of(err)),
+            other => JobError::Retry(Failure::of(other)),
         }
     }
 }
@@ -175,6 +175,17 @@ impl BackoffSchedule {
 #[must_use = "a completion only counts once its transaction commits"]
 #[derive(Debug)]
 pub struct Done(());
+
+/// What a running job gets from the worker besides its handler's own state.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    pub pool: PgPool,
+    /// Cancelled when the job must stop now: its lease was lost, or the
+    /// shutdown grace period ran out. The worker then drops the handler's
+    /// future (rolling back an open transaction); checking it lets a handler
+    /// stop between calls instead.
+    pub cancel: CancellationToken,
+}
 
 /// A claimed job: what it is, and its lease.
 #[derive(Debug, Clone)]
@@ -309,7 +320,7 @@ impl Queue {
         appointment: Option<AppointmentId>,
         expedite: bool,
     ) -> Result<JobId, StoreError> {
-        store::jobs::enqueue(conn, kind.as_str(), connection, appointment, expedite)
+        store::jobs::enqueue(conn, kind, connection, appointment, expedite)
             .await?
             .ok_or(StoreError::UnknownConnection(connection))
     }
@@ -325,35 +336,76 @@ impl Queue {
         Self::enqueue_in(&mut conn, kind, connection, appointment, expedite).await
     }
 
+    /// The first sync of a push-target connection: a push for each of the
+    /// user's appointments no connection links yet. Returns how many.
+    pub async fn enqueue_unlinked_pushes(
+        conn: &mut PgConnection,
+        user: UserId,
+        connection: ConnectionId,
+    ) -> Result<u64, StoreError> {
+        store::jobs::enqueue_unlinked_pushes(conn, user, connection).await
+    }
+
+    /// A push of an appointment no connection links, on its owner's push
+    /// target (when the owner has an active connection). Returns how many.
+    pub async fn enqueue_owner_push(
+        conn: &mut PgConnection,
+        appointment: AppointmentId,
+    ) -> Result<u64, StoreError> {
+        store::jobs::enqueue_owner_push(conn, appointment).await
+    }
+
+    /// Drops the queued (and dead) pushes of `appointments`: their local
+    /// change lost to Google's version, so there is nothing left to send.
+    pub async fn cancel_queued_pushes(
+        conn: &mut PgConnection,
+        appointments: &[AppointmentId],
+    ) -> Result<(), StoreError> {
+        store::jobs::cancel_queued_pushes(conn, appointments).await
+    }
+
     /// Claims the next due job of `region` for `worker` (host:pid), if any.
     pub async fn claim(&self, region: &str, worker: &str) -> Result<Option<Job>, StoreError> {
-        let kinds: Vec<&str> = JobKind::ALL.iter().map(|k| k.as_str()).collect();
-        let Some(row) = store::jobs::claim(
+        Ok(self.claim_batch(region, worker, 1).await?.pop())
+    }
+
+    /// Claims up to `limit` due jobs of `region` in one round trip, at most
+    /// one per connection, in claim order (priority, then `run_at`).
+    pub async fn claim_batch(
+        &self,
+        region: &str,
+        worker: &str,
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError> {
+        let rows = store::jobs::claim_batch(
             &self.pool,
             region,
-            &kinds,
+            &JobKind::ALL,
             worker,
             self.settings.lease.as_secs_f64(),
+            i64::try_from(limit).unwrap_or(i64::MAX),
         )
-        .await?
-        else {
-            return Ok(None);
-        };
-        let kind = row
-            .kind
-            .parse()
-            .map_err(|e: String| StoreError::Database(sqlx::Error::Decode(e.into())))?;
-        Ok(Some(Job {
-            id: row.id,
-            kind,
-            connection: row.connection_id,
-            appointment: row.appointment_id,
-            region: row.region,
-            attempt: row.attempts + 1,
-            token: row.claim_token,
-            lease: self.settings.lease,
-            completing: Arc::new(AtomicBool::new(false)),
-        }))
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| Job {
+                id: row.id,
+                kind: row.kind,
+                connection: row.connection_id,
+                appointment: row.appointment_id,
+                region: row.region,
+                attempt: row.attempts + 1,
+                token: row.claim_token,
+                lease: self.settings.lease,
+                completing: Arc::new(AtomicBool::new(false)),
+            })
+            .collect())
+    }
+
+    /// In how many seconds the next claimable job of `region` that is not
+    /// due yet becomes due, if any is queued.
+    pub async fn next_due_in(&self, region: &str) -> Result<Option<f64>, StoreError> {
+        store::jobs::next_due_in(&self.pool, region).await
     }
 
     /// Extends the job's lease. `Err(LeaseLost)` when it is gone.
@@ -375,15 +427,13 @@ impl Queue {
         let Some(attempts) = store::jobs::lock_running(&mut tx, job.id, job.token).await? else {
             return Ok(Transition::LeaseLost);
         };
-        let message = crate::text::error_text(&error.to_string());
+        let message = crate::text::error_text(&error.reason());
         // Failures belong to the connection too: its last error, since when it
         // has been failing and, for pulls, its own back-off, so the scheduler
         // does not replace a failing pull with a new one every tick.
         let schedule = match error {
             JobError::Backoff { schedule, .. } => Some(*schedule),
-            JobError::Retry(_) | JobError::Fatal(_)
-                if matches!(job.kind, JobKind::Pull | JobKind::FullResync) =>
-            {
+            JobError::Retry(_) | JobError::Fatal(_) if job.kind.is_pull() => {
                 Some(BackoffSchedule {
                     first: self.settings.retry_base.max(Duration::from_secs(1)),
                     cap: self.settings.connection_backoff_cap,
@@ -476,10 +526,11 @@ impl Queue {
     pub async fn rescue(&self, region: &str) -> Result<Rescued, StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut rescued = Rescued::default();
-        for (id, attempts, holder) in store::jobs::lock_expired(&mut tx, region).await? {
+        for expired in store::jobs::lock_expired(&mut tx, region).await? {
+            let (id, attempts) = (expired.id, expired.attempts);
             let message = format!(
                 "lease of {} expired before the job finished",
-                holder.as_deref().unwrap_or("a worker")
+                expired.locked_by.as_deref().unwrap_or("a worker")
             );
             // `reason`, not `message`: a field named `message` would be a
             // second `message` key beside the event's own in JSON logs.
@@ -505,14 +556,6 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kinds_round_trip() {
-        for kind in JobKind::ALL {
-            assert_eq!(kind.as_str().parse::<JobKind>().unwrap(), kind);
-        }
-        assert!("renew".parse::<JobKind>().is_err());
-    }
 
     #[test]
     fn retry_delay_doubles_with_jitter_and_caps_at_an_hour() {

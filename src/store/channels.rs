@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::StoreError;
 use crate::channel::ChannelId;
 use crate::ids::{ConnectionId, JobId};
+use crate::job::JobKind;
 
 /// How long notifications of a stopped or replaced channel are answered 200
 /// (and ignored) rather than 404: Google may still deliver a few, and
@@ -195,7 +196,7 @@ pub async fn retire_all(
     .await?
     .rows_affected();
     if unstopped > 0 {
-        super::jobs::enqueue(conn, "watch", connection, None, true).await?;
+        super::jobs::enqueue(conn, JobKind::Watch, connection, None, true).await?;
     }
     Ok(unstopped)
 }
@@ -256,15 +257,18 @@ pub async fn finish_run(
     Ok(())
 }
 
-/// The scheduler's part: a watch job, due at once, for every connection of
-/// `region` that needs one now — it has channels to stop (retired ones; any
-/// when it is disconnected or `webhook` is unset or moved; stopping needs the
-/// refresh token, or the delegated subject), or it wants a
-/// channel (`webhook` set, usable, synced) and has no fresh one. A queued
+/// The scheduler's part for channels to stop: a watch job, due at once, for
+/// every connection of `region` with an unstopped channel that is retired
+/// (replaced, disconnect, re-connect), or current but addressed elsewhere
+/// than `webhook` (or any, when `webhook` is unset), and the credentials to
+/// stop it (the refresh token, or the delegated subject). Found through the
+/// channels' partial indexes, never by reading every connection. A queued
 /// watch job (e.g. a renewal due later) is brought forward unless it waits
-/// out a retry backoff. Connections whose watch job died in the last hour
-/// are left alone (the dead job shows in `status`). Returns how many jobs
-/// were enqueued or brought forward.
+/// out a retry backoff. Connections whose watch job died in the last hour are
+/// left alone (the dead job shows in `status`). The other half — a connection
+/// that wants a channel and has no fresh one — is decided where the scheduler
+/// looks at each connection anyway ([`super::jobs::schedule_pulls`]).
+/// Returns how many jobs were enqueued or brought forward.
 pub async fn schedule_upkeep(
     pool: &PgPool,
     region: &str,
@@ -272,33 +276,30 @@ pub async fn schedule_upkeep(
 ) -> Result<u64, StoreError> {
     let done = sqlx::query!(
         "INSERT INTO plansync.jobs (kind, connection_id, region) \
-         SELECT 'watch', c.id, c.region FROM plansync.connections c \
-         WHERE c.region = $1 \
+         SELECT $3, c.id, c.region FROM plansync.connections c \
+         WHERE c.id IN ( \
+                 SELECT ch.connection_id FROM plansync.channels ch \
+                  WHERE ch.state <> 'stopped' AND ch.retired_at IS NOT NULL \
+                 UNION \
+                 SELECT ch.connection_id FROM plansync.channels ch \
+                  WHERE ch.state <> 'stopped' AND ch.retired_at IS NULL AND $2::TEXT IS NULL \
+                 UNION \
+                 SELECT ch.connection_id FROM plansync.channels ch \
+                  WHERE ch.state <> 'stopped' AND ch.retired_at IS NULL \
+                    AND (ch.address < $2 OR ch.address > $2)) \
+           AND c.region = $1 \
+           AND (c.refresh_token_enc IS NOT NULL OR c.subject IS NOT NULL) \
            AND NOT EXISTS (SELECT 1 FROM plansync.jobs j \
-                           WHERE j.connection_id = c.id AND j.kind = 'watch' \
+                           WHERE j.connection_id = c.id AND j.kind = $3 \
                              AND (j.state = 'running' OR (j.state = 'dead' \
                                   AND j.finished_at > now() - interval '1 hour'))) \
-           AND (((c.refresh_token_enc IS NOT NULL OR c.subject IS NOT NULL) AND EXISTS ( \
-                    SELECT 1 FROM plansync.channels ch \
-                    WHERE ch.connection_id = c.id AND ch.state <> 'stopped' \
-                      AND (ch.retired_at IS NOT NULL OR NOT c.active \
-                           OR $2::TEXT IS NULL OR ch.address <> $2))) \
-             OR ($2::TEXT IS NOT NULL AND c.active AND NOT c.needs_reauth \
-                 AND NOT c.calendar_gone AND c.last_pull_at IS NOT NULL \
-                 AND NOT EXISTS (SELECT 1 FROM plansync.jobs f \
-                                 WHERE f.connection_id = c.id AND f.kind = 'full_resync' \
-                                   AND f.state IN ('queued', 'running')) \
-                 AND NOT EXISTS (SELECT 1 FROM plansync.channels ch \
-                                 WHERE ch.connection_id = c.id AND ch.address = $2 \
-                                   AND (ch.state = 'live' AND ch.retired_at IS NULL \
-                                        AND ch.expires_at - now() \
-                                            > (ch.expires_at - ch.opened_at) / 3)))) \
          ON CONFLICT (kind, connection_id, (COALESCE(appointment_id, 0))) \
              WHERE state = 'queued' \
          DO UPDATE SET run_at = now(), updated_at = now() \
              WHERE plansync.jobs.attempts = 0 AND plansync.jobs.run_at > now()",
         region,
         webhook,
+        JobKind::Watch.as_str(),
     )
     .execute(pool)
     .await?
@@ -307,19 +308,25 @@ pub async fn schedule_upkeep(
 }
 
 /// Disconnected connections of `region` still holding their refresh token
-/// (or, delegated, unstopped channels) for a stop that will not run any more (its watch job died, or its lease
-/// was lost on the last attempt): their channels are given up (Google expires
-/// them by itself) and the token is forgotten. Returns how many.
+/// (or, delegated, unstopped channels) for a stop that will not run any more
+/// (its watch job died, or its lease was lost on the last attempt): their
+/// channels are given up (Google expires them by itself) and the token is
+/// forgotten. Returns how many. Found through the partial indexes of
+/// disconnected connections holding a token and of retired channels (a
+/// disconnect retires every channel).
 pub async fn settle_abandoned(pool: &PgPool, region: &str) -> Result<u64, StoreError> {
     let done = sqlx::query!(
         "WITH gone AS ( \
              SELECT c.id FROM plansync.connections c \
-             WHERE c.region = $1 AND NOT c.active \
-               AND (c.refresh_token_enc IS NOT NULL OR EXISTS ( \
-                    SELECT 1 FROM plansync.channels u \
-                    WHERE u.connection_id = c.id AND u.state <> 'stopped')) \
+             WHERE c.id IN ( \
+                     SELECT x.id FROM plansync.connections x \
+                      WHERE x.region = $1 AND NOT x.active AND x.refresh_token_enc IS NOT NULL \
+                     UNION \
+                     SELECT u.connection_id FROM plansync.channels u \
+                      WHERE u.state <> 'stopped' AND u.retired_at IS NOT NULL) \
+               AND c.region = $1 AND NOT c.active \
                AND NOT EXISTS (SELECT 1 FROM plansync.jobs j \
-                               WHERE j.connection_id = c.id AND j.kind = 'watch' \
+                               WHERE j.connection_id = c.id AND j.kind = $2 \
                                  AND j.state IN ('queued', 'running')) \
              FOR UPDATE OF c SKIP LOCKED), \
          given_up AS ( \
@@ -331,6 +338,7 @@ Google expires it by itself') \
          UPDATE plansync.connections c SET refresh_token_enc = NULL, updated_at = now() \
          FROM gone WHERE c.id = gone.id",
         region,
+        JobKind::Watch.as_str(),
     )
     .execute(pool)
     .await?

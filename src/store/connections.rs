@@ -19,6 +19,7 @@ use sqlx::{PgConnection, PgPool};
 
 use super::StoreError;
 use crate::ids::{CalendarId, ConnectionId, Subject, SyncToken, UserId};
+use crate::job::JobKind;
 
 /// How a connection gets its access tokens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,7 +128,7 @@ pub async fn connect(
     .await?;
     // The first (or, after re-authorisation, a fresh) full sync, due at once,
     // committed with the connection so it can never be missing.
-    super::jobs::enqueue(&mut *conn, "full_resync", id, None, true).await?;
+    super::jobs::enqueue(&mut *conn, JobKind::FullResync, id, None, true).await?;
     if !created {
         // A re-connect replaces the connection's notification channel: the
         // old one (opened with the old grant) is stopped by a watch job, and
@@ -242,10 +243,7 @@ pub async fn load_for_sync(
              c.calendar_id AS "calendar_id: CalendarId", c.active, c.refresh_token_enc,
              c.subject AS "subject: Subject", c.sync_token AS "sync_token: SyncToken",
              c.calendar_time_zone, c.needs_reauth, c.calendar_gone,
-             (c.active AND c.id = (
-                 SELECT t.id FROM plansync.connections t
-                 WHERE t.user_id = c.user_id AND t.active
-                 ORDER BY t.push_target DESC, t.id LIMIT 1)) AS "is_push_target!",
+             (c.active AND c.id = plansync.push_target(c.user_id)) AS "is_push_target!",
              c.last_pull_at IS NULL AS "never_pulled!",
              EXISTS (SELECT 1 FROM plansync.skipped_events s WHERE s.connection_id = c.id)
                  AS "has_skipped!"

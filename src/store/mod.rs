@@ -32,6 +32,8 @@ use crate::ids::{ConnectionId, UserId};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The server could not be reached or the connection broke: retry later.
+    // Causes are `source()`, not part of the message, so a printed chain
+    // (`{:#}`, `queue::chain`) names each once.
     #[error("the database is unreachable")]
     Unavailable(#[source] sqlx::Error),
     #[error("the plansync schema is missing in this database: run `plansync migrate` first")]

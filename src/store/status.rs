@@ -66,10 +66,7 @@ pub async fn connections(
         ConnectionRow,
         r#"SELECT c.id AS "id: ConnectionId", c.user_id AS "user_id: UserId",
              c.calendar_id AS "calendar_id: CalendarId", c.region, c.active,
-             (c.active AND c.id = (
-                 SELECT t.id FROM plansync.connections t
-                 WHERE t.user_id = c.user_id AND t.active
-                 ORDER BY t.push_target DESC, t.id LIMIT 1)) AS "push_target!",
+             (c.active AND c.id = plansync.push_target(c.user_id)) AS "push_target!",
              c.last_pull_at, c.sync_token_at, c.needs_reauth, c.calendar_gone,
              (SELECT count(*) FROM plansync.jobs j WHERE j.connection_id = c.id
                  AND j.kind = 'push' AND j.state IN ('queued', 'running')) AS pending_pushes,

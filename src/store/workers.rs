@@ -21,25 +21,25 @@ pub async fn beat(
     poll_interval_secs: Option<i32>,
 ) -> Result<i64, StoreError> {
     let mut tx = pool.begin().await?;
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO plansync.workers (worker_id, region, calls_per_min, poll_interval_secs) \
          VALUES ($1, $2, $3, $4) \
          ON CONFLICT (worker_id) DO UPDATE SET seen_at = now(), region = EXCLUDED.region, \
              calls_per_min = EXCLUDED.calls_per_min, \
              poll_interval_secs = COALESCE(EXCLUDED.poll_interval_secs, \
                                            plansync.workers.poll_interval_secs)",
+        worker,
+        region,
+        calls_per_min,
+        poll_interval_secs,
     )
-    .bind(worker)
-    .bind(region)
-    .bind(calls_per_min)
-    .bind(poll_interval_secs)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "DELETE FROM plansync.workers \
-         WHERE seen_at < now() - make_interval(secs => $1 * 10)",
+         WHERE seen_at < now() - make_interval(secs => $1::FLOAT8 * 10)",
+        LIVE_WINDOW_SECS,
     )
-    .bind(LIVE_WINDOW_SECS)
     .execute(&mut *tx)
     .await?;
     let live = live_in(&mut *tx).await?;
@@ -48,11 +48,11 @@ pub async fn beat(
 }
 
 async fn live_in<'e>(executor: impl sqlx::PgExecutor<'e>) -> Result<i64, StoreError> {
-    let n = sqlx::query_scalar(
-        "SELECT count(*) FROM plansync.workers \
-         WHERE seen_at >= now() - make_interval(secs => $1)",
+    let n = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM plansync.workers
+            WHERE seen_at >= now() - make_interval(secs => $1)"#,
+        LIVE_WINDOW_SECS,
     )
-    .bind(LIVE_WINDOW_SECS)
     .fetch_one(executor)
     .await?;
     Ok(n)
@@ -61,8 +61,7 @@ async fn live_in<'e>(executor: impl sqlx::PgExecutor<'e>) -> Result<i64, StoreEr
 /// A stopping worker removes its row, so the others' fallback share grows at
 /// once rather than after the live window.
 pub async fn leave(pool: &PgPool, worker: &str) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM plansync.workers WHERE worker_id = $1")
-        .bind(worker)
+    sqlx::query!("DELETE FROM plansync.workers WHERE worker_id = $1", worker)
         .execute(pool)
         .await?;
     Ok(())
@@ -71,12 +70,13 @@ pub async fn leave(pool: &PgPool, worker: &str) -> Result<(), StoreError> {
 /// The live workers' Google calls in their last minute, summed, and how many
 /// they are.
 pub async fn fleet_usage(pool: &PgPool) -> Result<(i64, i64), StoreError> {
-    let row = sqlx::query_as(
-        "SELECT COALESCE(sum(calls_per_min), 0)::BIGINT, count(*) FROM plansync.workers \
-         WHERE seen_at >= now() - make_interval(secs => $1)",
+    let row = sqlx::query!(
+        r#"SELECT COALESCE(sum(calls_per_min), 0)::BIGINT AS "used!", count(*) AS "live!"
+             FROM plansync.workers
+            WHERE seen_at >= now() - make_interval(secs => $1)"#,
+        LIVE_WINDOW_SECS,
     )
-    .bind(LIVE_WINDOW_SECS)
     .fetch_one(pool)
     .await?;
-    Ok(row)
+    Ok((row.used, row.live))
 }

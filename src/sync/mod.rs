@@ -29,7 +29,7 @@ use crate::config::SyncSettings;
 use crate::crypto::TokenCipher;
 use crate::google::{CalendarClient, GoogleClient, GoogleError, NextStep, TokenProvider};
 use crate::ids::ConnectionId;
-use crate::queue::{BackoffSchedule, Job, JobError};
+use crate::queue::{BackoffSchedule, Failure, Job, JobError};
 use crate::store::connections::{self, Blocked, SyncConnection};
 
 pub use connect::connect;
@@ -85,7 +85,7 @@ impl SyncDeps {
             ));
         }
         let stored = connection.refresh_token_enc.as_deref().ok_or_else(|| {
-            JobError::Fatal(format!(
+            JobError::fatal(format!(
                 "connection {} has no refresh token (disconnected)",
                 connection.id
             ))
@@ -103,9 +103,10 @@ impl SyncDeps {
             .cipher
             .decrypt(connection.user_id, &connection.calendar_id, stored)
             .map_err(|e| JobError::Backoff {
-                reason: format!(
+                reason: Failure::new(
                     "PLANSYNC_TOKEN_KEY cannot decrypt this connection's refresh token \
-                     (is this worker running with the wrong key?): {e}"
+                     (is this worker running with the wrong key?)",
+                    e,
                 ),
                 schedule: BackoffSchedule::OPERATOR,
             })?;
@@ -145,22 +146,22 @@ pub async fn google_failure(
     connection: ConnectionId,
     err: GoogleError,
 ) -> JobError {
-    let message = err.to_string();
+    let message = crate::queue::chain(&err);
     let blocked = match err.next_step() {
         NextStep::Snooze { after } => {
             return JobError::Snooze {
                 after: snooze_for(after),
-                reason: message,
+                reason: Failure::of(err),
             }
         }
         NextStep::QuotaBackoff => {
             return JobError::Backoff {
-                reason: message,
+                reason: Failure::of(err),
                 schedule: BackoffSchedule::QUOTA,
             }
         }
-        NextStep::Retry | NextStep::FullResync => return JobError::Retry(message),
-        NextStep::Interpret | NextStep::GiveUp => return JobError::Fatal(message),
+        NextStep::Retry | NextStep::FullResync => return JobError::Retry(Failure::of(err)),
+        NextStep::Interpret | NextStep::GiveUp => return JobError::Fatal(Failure::of(err)),
         NextStep::NeedsReauth => Blocked::NeedsReauth,
         NextStep::CalendarGone => Blocked::CalendarGone,
     };
@@ -178,7 +179,7 @@ pub async fn google_failure(
         // and runs once `connect` (or `resync`) unblocks it.
         Ok(()) => JobError::Snooze {
             after: Duration::from_secs(1),
-            reason: message,
+            reason: Failure::of(err),
         },
         Err(e) => e,
     }

@@ -37,14 +37,13 @@ use crate::google::{
 };
 use crate::ids::{AppointmentId, Etag, EventId, SyncToken, UserId};
 use crate::model::AppointmentFields;
-use crate::queue::{Done, Job, JobError, JobKind};
+use crate::queue::{Done, Job, JobContext, JobError, JobKind, Queue};
 use crate::store::appointments::{self, AppointmentRow, LinkedAppointment, NewLinked};
 use crate::store::conflicts::{self, NewConflict};
 use crate::store::connections::{self, SyncConnection};
 use crate::store::links::{self, LinkRefresh};
 use crate::store::skipped::{self, Skip};
-use crate::store::{self, StoreError};
-use crate::worker::JobContext;
+use crate::store::StoreError;
 
 /// Where a pull lists from.
 #[derive(Debug, Clone)]
@@ -308,7 +307,7 @@ async fn finish(
     // DESIGN.md: the first sync of a push-target connection pushes the user's
     // appointments that no connection links yet.
     if connection.never_pulled && connection.is_push_target {
-        let n = store::jobs::enqueue_unlinked_pushes(tx, connection.user_id, connection.id).await?;
+        let n = Queue::enqueue_unlinked_pushes(tx, connection.user_id, connection.id).await?;
         if n > 0 {
             tracing::info!(
                 pushes = n,
@@ -500,7 +499,7 @@ async fn apply_page(
         batch.deleted(user, id);
     }
     conflicts::insert(tx, connection.id, &conflicts).await?;
-    store::jobs::cancel_queued_pushes(tx, &superseded_pushes).await?;
+    Queue::cancel_queued_pushes(tx, &superseded_pushes).await?;
     skipped::unpark_pushes(tx, &settled_parked).await?;
     Ok(())
 }

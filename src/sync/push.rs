@@ -42,14 +42,13 @@ use crate::google::{
     WriteAck,
 };
 use crate::ids::{AppointmentId, ConnectionId, Etag, EventId, UserId};
-use crate::queue::{Done, Job, JobError};
+use crate::queue::{Done, Job, JobContext, JobError, JobKind, Queue};
 use crate::store::appointments::{self, AppointmentRow};
 use crate::store::conflicts;
 use crate::store::connections::{self, SyncConnection};
 use crate::store::links::{self, LinkRefresh};
 use crate::store::push::{self as push_store, PushLink, PushState};
 use crate::store::skipped;
-use crate::worker::JobContext;
 
 /// The private extended property naming the appointment an event was
 /// inserted for.
@@ -61,7 +60,7 @@ pub const CONNECTION_PROPERTY: &str = "plansyncConnection";
 pub async fn run(deps: &SyncDeps, ctx: &JobContext, job: &Job) -> Result<Done, JobError> {
     let appointment = job
         .appointment
-        .ok_or_else(|| JobError::Fatal("a push job without an appointment".to_owned()))?;
+        .ok_or_else(|| JobError::fatal("a push job without an appointment"))?;
     let pool = &ctx.pool;
     let (connection, state) = {
         let mut conn = pool.acquire().await?;
@@ -318,7 +317,7 @@ impl Push<'_> {
             Err(GoogleError::Duplicate { .. }) => {
                 let existing = self.fetch(&link.event_id, NotFound::Retry).await?;
                 if !is_ours(&existing, self.connection.id, appointment.id) {
-                    return Err(JobError::Fatal(format!(
+                    return Err(JobError::fatal(format!(
                         "Google already has an event {} that was not inserted for appointment {} \
                          by connection {}: not adopting it",
                         link.event_id, appointment.id, self.connection.id
@@ -449,7 +448,7 @@ impl Push<'_> {
                         GoogleError::PreconditionFailed
                         | GoogleError::NotFound { .. }
                         | GoogleError::Gone { .. },
-                    ) => Err(JobError::Retry(format!(
+                    ) => Err(JobError::retry(format!(
                         "event {} changed in Google again while a conflict was resolved",
                         link.event_id
                     ))),
@@ -468,14 +467,14 @@ impl Push<'_> {
                     lost,
                 })
             }
-            Action::Unchanged { .. } => Err(JobError::Retry(format!(
+            Action::Unchanged { .. } => Err(JobError::retry(format!(
                 "Google refused our etag for event {} yet answers with it",
                 link.event_id
             ))),
             other @ (Action::Ignore
             | Action::Create(_)
             | Action::DropLink { .. }
-            | Action::LocalDeletePending { .. }) => Err(JobError::Fatal(format!(
+            | Action::LocalDeletePending { .. }) => Err(JobError::fatal(format!(
                 "push cannot act on {other:?} for a linked, existing appointment"
             ))),
         }
@@ -595,10 +594,10 @@ impl Push<'_> {
         match outcome {
             Outcome::Nothing => {}
             Outcome::Forward { to, appointment } => {
-                crate::store::jobs::enqueue(&mut tx, "push", to, Some(appointment), false).await?;
+                Queue::enqueue_in(&mut tx, JobKind::Push, to, Some(appointment), false).await?;
             }
             Outcome::Rehome { appointment } => {
-                crate::store::jobs::enqueue_owner_push(&mut tx, appointment).await?;
+                Queue::enqueue_owner_push(&mut tx, appointment).await?;
             }
             Outcome::Confirmed {
                 link,
@@ -620,7 +619,7 @@ impl Push<'_> {
                 if now != Some(appointment.updated_at) {
                     // Changed locally while we talked to Google: the queued
                     // follow-up push decides again with the new values.
-                    return Err(JobError::Retry(format!(
+                    return Err(JobError::retry(format!(
                         "appointment {} changed locally while its push ran",
                         appointment.id
                     )));
@@ -687,7 +686,7 @@ impl Push<'_> {
                     .await?;
                 }
                 // Unlinked but still here: the host gave it to another user.
-                crate::store::jobs::enqueue_owner_push(&mut tx, appointment).await?;
+                Queue::enqueue_owner_push(&mut tx, appointment).await?;
             }
         }
         let done = self.job.complete_in(&mut tx).await?;
@@ -712,7 +711,7 @@ enum NotFound {
 /// was purged (a full sync sweeps the appointment, and the push has nothing
 /// left to do).
 fn not_found(event: &EventId) -> JobError {
-    JobError::Retry(format!(
+    JobError::retry(format!(
         "Google answers 404 for event {event}: the event or its calendar is gone; \
          a pull settles which"
     ))

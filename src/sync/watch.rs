@@ -37,10 +37,9 @@
 
 use crate::channel::{ChannelId, ChannelToken};
 use crate::google::{CalendarClient, GoogleError, NextStep, WatchRequest};
-use crate::queue::{Done, Job, JobError};
+use crate::queue::{Done, Job, JobContext, JobError};
 use crate::store::channels::{self, ChannelRow};
 use crate::store::connections::{self, SyncConnection};
-use crate::worker::JobContext;
 
 use super::{google_failure, SyncDeps};
 

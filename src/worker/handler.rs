@@ -10,25 +10,11 @@
 //! each arm is one line into its sync module.
 
 use std::future::Future;
-
 use std::sync::Arc;
 
-use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
-
+pub use crate::queue::JobContext;
 use crate::queue::{Done, Job, JobError, JobKind};
 use crate::sync::SyncDeps;
-
-/// What a running job gets from the worker besides its handler's own state.
-#[derive(Debug, Clone)]
-pub struct JobContext {
-    pub pool: PgPool,
-    /// Cancelled when the job must stop now: its lease was lost, or the
-    /// shutdown grace period ran out. The worker then drops the handler's
-    /// future (rolling back an open transaction); checking it lets a handler
-    /// stop between calls instead.
-    pub cancel: CancellationToken,
-}
 
 /// Runs claimed jobs. Implementations hold their own dependencies (Google
 /// client, settings); tests plug in their own handlers.

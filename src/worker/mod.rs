@@ -3,13 +3,16 @@
 //! authenticated catch-up route in [`api`]).
 //!
 //! - **Claim loop.** At most `PLANSYNC_CONCURRENCY` jobs in flight (a
-//!   semaphore); an idle worker waits for a `NOTIFY` on
+//!   semaphore); one claim takes as many jobs as there are free slots (at
+//!   most [`MAX_CLAIM_BATCH`]). An idle worker sleeps until a `NOTIFY` on
 //!   [`store::jobs::NOTIFY_CHANNEL`] (sent by every enqueue through the queue
-//!   API), a finished job, or a one-second poll — the host triggers do not
-//!   notify, to keep a global lock out of the host's commits.
+//!   API), a finished job, the next queued job's due time, or at most
+//!   [`IDLE_POLL`] — the host triggers do not notify, to keep a global lock
+//!   out of the host's commits. A look at an empty queue is one index probe.
 //! - **Scheduler tick** (every few seconds, and at the start of a `--once`
 //!   pass): rescue expired leases of the region, enqueue a pull, due at once,
-//!   for each due connection ([`store::jobs::schedule_pulls`]: never pulled, or
+//!   for each due connection ([`store::jobs::schedule_pulls`], which reads
+//!   only the connections whose polling time has come: never pulled, or
 //!   not since its polling slot began; slots are `PLANSYNC_POLL_INTERVAL_SECS`
 //!   long, shifted per connection by a stable offset;
 //!   `PLANSYNC_POLL_BACKSTOP_SECS` for a connection with a live notification
@@ -181,13 +184,26 @@ pub mod metric {
 
 /// How often `run` ticks the scheduler and the rescue (at most).
 const TICK: Duration = Duration::from_secs(5);
-/// How long an idle worker waits before looking for due jobs again.
-const IDLE_POLL: Duration = Duration::from_secs(1);
+/// The longest an idle worker waits before looking for due jobs again, when
+/// no `NOTIFY`, finished job or known due time wakes it first: the host's
+/// triggers do not notify, so their pushes are found by this poll. Each look
+/// is one probe of the claimable-jobs index, whatever the queue holds.
+pub const IDLE_POLL: Duration = Duration::from_secs(2);
+/// The most jobs one claim takes (the batch is also bounded by the free
+/// concurrency slots).
+pub const MAX_CLAIM_BATCH: usize = 32;
+/// Connections one scheduler statement looks at; a tick repeats it until
+/// fewer come back.
+const SCHEDULE_BATCH: i64 = 10_000;
+/// Prune statements one tick runs at most (each deletes up to 20,000 rows).
+const PRUNE_ROUNDS: usize = 10;
 /// Finished jobs are kept this long (for `resync --wait` and inspection).
 const KEEP_FINISHED: Duration = Duration::from_secs(3600);
 /// How often a running worker writes its heartbeat row (well inside
 /// [`store::workers::LIVE_WINDOW_SECS`]).
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
+/// Below this many live channels the tick recounts them every time.
+const FEW_CHANNELS: i64 = 10_000;
 /// How often the tick recounts the connections to stretch polling.
 const RECOUNT_CONNECTIONS: Duration = Duration::from_secs(60);
 
@@ -277,6 +293,8 @@ struct Inner<H> {
     /// scans the connections, so it is redone at most every
     /// [`RECOUNT_CONNECTIONS`], not every tick.
     counted_at: std::sync::Mutex<Option<Instant>>,
+    /// When the live channels were last counted (the gauge), and how many.
+    channels_counted: std::sync::Mutex<Option<(Instant, i64)>>,
 }
 
 impl<H> Clone for Worker<H> {
@@ -298,6 +316,7 @@ impl<H: JobHandler> Worker<H> {
                 finished: Notify::new(),
                 quota: None,
                 counted_at: std::sync::Mutex::new(None),
+                channels_counted: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -373,7 +392,7 @@ impl<H: JobHandler> Worker<H> {
     async fn leave(&self) {
         let cfg = &self.inner.config;
         if let Err(err) = store::workers::leave(self.inner.queue.pool(), &cfg.worker_id).await {
-            tracing::debug!(error = %crate::text::Chain(&err), "removing the heartbeat row failed; it ages out");
+            tracing::debug!(error = %crate::text::chain(&err), "removing the heartbeat row failed; it ages out");
         }
     }
 
@@ -393,14 +412,42 @@ impl<H: JobHandler> Worker<H> {
             .webhook_url
             .as_ref()
             .map(|_| (cfg.poll_backstop.as_secs().max(1) as i64).max(interval));
-        let scheduled = store::jobs::schedule_pulls(pool, &cfg.region, interval, backstop).await?;
-        let upkeep = self.channel_upkeep().await?;
-        store::jobs::prune(
-            pool,
-            KEEP_FINISHED.as_secs_f64(),
-            self.inner.queue.settings().dead_retention.as_secs_f64(),
-        )
-        .await?;
+        let (mut scheduled, mut upkeep) = (0, 0);
+        loop {
+            let pass = store::jobs::schedule_pulls(
+                pool,
+                &cfg.region,
+                interval,
+                backstop,
+                cfg.webhook_url.as_deref(),
+                SCHEDULE_BATCH,
+            )
+            .await?;
+            scheduled += pass.enqueued;
+            upkeep += pass.watches;
+            if pass.examined < SCHEDULE_BATCH as u64 {
+                break;
+            }
+        }
+        upkeep += self.channel_upkeep().await?;
+        let corrected = store::jobs::recheck_blocked(pool).await?;
+        if corrected > 0 {
+            tracing::info!(
+                jobs = corrected,
+                "jobs moved after their connection changed state during their enqueue"
+            );
+        }
+        for _ in 0..PRUNE_ROUNDS {
+            let pruned = store::jobs::prune(
+                pool,
+                KEEP_FINISHED.as_secs_f64(),
+                self.inner.queue.settings().dead_retention.as_secs_f64(),
+            )
+            .await?;
+            if pruned < 10_000 {
+                break;
+            }
+        }
         if scheduled > 0 || upkeep > 0 {
             tracing::debug!(scheduled, upkeep, "scheduled pulls and channel upkeep");
         }
@@ -424,8 +471,17 @@ impl<H: JobHandler> Worker<H> {
             );
         }
         store::channels::prune(pool).await?;
-        let live = store::channels::count_live(pool, &cfg.region).await?;
-        metrics::gauge!(metric::CHANNELS_LIVE).set(live as f64);
+        // Counting reads every live channel: every tick while they are few,
+        // once a minute when they are many.
+        let recount = match *self.inner.channels_counted.lock().expect("count lock") {
+            Some((at, live)) => live < FEW_CHANNELS || at.elapsed() >= RECOUNT_CONNECTIONS,
+            None => true,
+        };
+        if recount {
+            let live = store::channels::count_live(pool, &cfg.region).await?;
+            *self.inner.channels_counted.lock().expect("count lock") = Some((Instant::now(), live));
+            metrics::gauge!(metric::CHANNELS_LIVE).set(live as f64);
+        }
         Ok(scheduled)
     }
 
@@ -445,12 +501,14 @@ impl<H: JobHandler> Worker<H> {
         let mut running = JoinSet::new();
         loop {
             while running.len() < self.inner.config.concurrency {
-                match self.claim().await? {
-                    Some(job) => {
-                        report.ran += 1;
-                        running.spawn(self.clone().execute(job, never.clone()));
-                    }
-                    None => break,
+                let free = self.inner.config.concurrency - running.len();
+                let jobs = self.claim(free.min(MAX_CLAIM_BATCH)).await?;
+                if jobs.is_empty() {
+                    break;
+                }
+                for job in jobs {
+                    report.ran += 1;
+                    running.spawn(self.clone().execute(job, never.clone()));
                 }
             }
             let Some(done) = running.join_next().await else {
@@ -477,7 +535,7 @@ impl<H: JobHandler> Worker<H> {
         let slots = Arc::new(Semaphore::new(cfg.concurrency));
         let mut listener = self.listen().await;
         if let Err(err) = self.heartbeat().await {
-            tracing::warn!(error = %crate::text::Chain(&err), "worker heartbeat failed");
+            tracing::warn!(error = %crate::text::chain(&err), "worker heartbeat failed");
         }
         let beater = self.clone();
         let beat_stop = shutdown.clone();
@@ -488,7 +546,7 @@ impl<H: JobHandler> Worker<H> {
                     _ = tokio::time::sleep(HEARTBEAT) => {}
                 }
                 if let Err(err) = beater.heartbeat().await {
-                    tracing::warn!(error = %crate::text::Chain(&err), "worker heartbeat failed");
+                    tracing::warn!(error = %crate::text::chain(&err), "worker heartbeat failed");
                 }
             }
         });
@@ -499,7 +557,7 @@ impl<H: JobHandler> Worker<H> {
         tracker.spawn(async move {
             loop {
                 if let Err(err) = ticker.tick().await {
-                    tracing::warn!(error = %crate::text::Chain(&err), "scheduler tick failed");
+                    tracing::warn!(error = %crate::text::chain(&err), "scheduler tick failed");
                 }
                 tokio::select! {
                     _ = tick_stop.cancelled() => break,
@@ -510,24 +568,41 @@ impl<H: JobHandler> Worker<H> {
 
         tracing::info!(region = %cfg.region, worker = %cfg.worker_id, "worker started");
         loop {
-            let permit: OwnedSemaphorePermit = tokio::select! {
+            let first: OwnedSemaphorePermit = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 permit = slots.clone().acquire_owned() => permit.expect("semaphore never closes"),
             };
-            match self.claim().await {
-                Ok(Some(job)) => {
-                    let worker = self.clone();
-                    let stop = hard_stop.clone();
-                    tracker.spawn(async move {
-                        worker.execute(job, stop).await;
-                        drop(permit);
-                    });
-                    continue;
+            // One claim takes as many jobs as there are free slots.
+            let mut permits = vec![first];
+            while permits.len() < MAX_CLAIM_BATCH {
+                match slots.clone().try_acquire_owned() {
+                    Ok(permit) => permits.push(permit),
+                    Err(_) => break,
                 }
-                Ok(None) => {}
+            }
+            let wanted = permits.len();
+            match self.claim(wanted).await {
+                Ok(jobs) if !jobs.is_empty() => {
+                    let all = jobs.len() == wanted;
+                    for job in jobs {
+                        let permit = permits.pop().expect("one permit per claimed job");
+                        let worker = self.clone();
+                        let stop = hard_stop.clone();
+                        tracker.spawn(async move {
+                            worker.execute(job, stop).await;
+                            drop(permit);
+                        });
+                    }
+                    // A full batch: there may be more. A partial one: the
+                    // claimable jobs are taken for now; wait for a wake-up.
+                    if all {
+                        continue;
+                    }
+                }
+                Ok(_) => {}
                 Err(err) => {
-                    tracing::warn!(error = %crate::text::Chain(&err), "claiming a job failed");
-                    drop(permit);
+                    tracing::warn!(error = %crate::text::chain(&err), "claiming jobs failed");
+                    drop(permits);
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(IDLE_POLL) => {}
@@ -535,12 +610,13 @@ impl<H: JobHandler> Worker<H> {
                     continue;
                 }
             }
-            drop(permit);
+            drop(permits);
+            let wait = self.idle_wait().await;
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = self.inner.finished.notified() => {}
                 _ = wait_notification(&mut listener) => {}
-                _ = tokio::time::sleep(IDLE_POLL) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
 
@@ -572,27 +648,46 @@ impl<H: JobHandler> Worker<H> {
         Ok(())
     }
 
-    async fn claim(&self) -> Result<Option<Job>, StoreError> {
+    async fn claim(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
         let cfg = &self.inner.config;
-        let job = self.inner.queue.claim(&cfg.region, &cfg.worker_id).await?;
-        if let Some(job) = &job {
+        let jobs = self
+            .inner
+            .queue
+            .claim_batch(&cfg.region, &cfg.worker_id, limit)
+            .await?;
+        for job in &jobs {
             metrics::counter!(metric::CLAIMED, "kind" => job.kind.as_str()).increment(1);
         }
-        Ok(job)
+        Ok(jobs)
+    }
+
+    /// How long an idle worker sleeps unless woken: until the next queued
+    /// job is due (retries, snoozes and renewals are not announced), at most
+    /// [`IDLE_POLL`].
+    async fn idle_wait(&self) -> Duration {
+        match self
+            .inner
+            .queue
+            .next_due_in(&self.inner.config.region)
+            .await
+        {
+            Ok(Some(secs)) if secs > 0.0 => Duration::from_secs_f64(secs).min(IDLE_POLL),
+            _ => IDLE_POLL,
+        }
     }
 
     async fn listen(&self) -> Option<PgListener> {
         let mut listener = match PgListener::connect_with(self.inner.queue.pool()).await {
             Ok(l) => l,
             Err(err) => {
-                tracing::warn!(error = %crate::text::Chain(&err), "LISTEN unavailable; polling only");
+                tracing::warn!(error = %crate::text::chain(&err), "LISTEN unavailable; polling only");
                 return None;
             }
         };
         match listener.listen(store::jobs::NOTIFY_CHANNEL).await {
             Ok(()) => Some(listener),
             Err(err) => {
-                tracing::warn!(error = %crate::text::Chain(&err), "LISTEN unavailable; polling only");
+                tracing::warn!(error = %crate::text::chain(&err), "LISTEN unavailable; polling only");
                 None
             }
         }
@@ -661,7 +756,7 @@ impl<H: JobHandler> Worker<H> {
             result = AssertUnwindSafe(inner.handler.run(&ctx, job)).catch_unwind() => Some(
                 // A panicking handler is a bug, not a reason to leave the job
                 // running until its lease expires.
-                result.unwrap_or_else(|panic| Err(JobError::Retry(format!(
+                result.unwrap_or_else(|panic| Err(JobError::retry(format!(
                     "the job handler panicked: {}",
                     panic_message(&panic)
                 )))),
@@ -691,7 +786,7 @@ impl<H: JobHandler> Worker<H> {
                     }
                     Ok(_) => RunOutcome::Abandoned,
                     Err(err) => {
-                        tracing::error!(error = %crate::text::Chain(&err), "releasing the lease failed; it will expire");
+                        tracing::error!(error = %crate::text::chain(&err), "releasing the lease failed; it will expire");
                         RunOutcome::Abandoned
                     }
                 };
@@ -700,7 +795,7 @@ impl<H: JobHandler> Worker<H> {
         match inner.queue.fail(job, &error).await {
             Ok(Transition::Requeued { into, delay }) => {
                 tracing::warn!(
-                    error = %crate::text::Chain(&error),
+                    error = %error.reason(),
                     retry_in_secs = delay.as_secs_f64(),
                     requeued_as = %into,
                     "job failed; requeued"
@@ -708,7 +803,7 @@ impl<H: JobHandler> Worker<H> {
                 RunOutcome::Requeued
             }
             Ok(Transition::Dead) => {
-                tracing::error!(error = %crate::text::Chain(&error), "job failed; dead");
+                tracing::error!(error = %error.reason(), "job failed; dead");
                 RunOutcome::Dead
             }
             Ok(Transition::LeaseLost) => {
@@ -717,8 +812,8 @@ impl<H: JobHandler> Worker<H> {
             }
             Err(err) => {
                 tracing::error!(
-                    error = %crate::text::Chain(&err),
-                    job_error = %crate::text::Chain(&error),
+                    error = %crate::text::chain(&err),
+                    job_error = %error.reason(),
                     "recording the failure failed; the lease will expire and the job be rescued"
                 );
                 RunOutcome::Abandoned
@@ -755,7 +850,7 @@ async fn heartbeat(
             }
             // The database is unreachable: keep trying; the lease holds until
             // it expires, and a rescue after that fences us out.
-            Err(err) => tracing::warn!(error = %crate::text::Chain(&err), "heartbeat failed"),
+            Err(err) => tracing::warn!(error = %crate::text::chain(&err), "heartbeat failed"),
         }
     }
 }
@@ -764,7 +859,7 @@ async fn wait_notification(listener: &mut Option<PgListener>) {
     match listener {
         Some(l) => {
             if let Err(err) = l.recv().await {
-                tracing::debug!(error = %crate::text::Chain(&err), "LISTEN connection lost; sqlx reconnects");
+                tracing::debug!(error = %crate::text::chain(&err), "LISTEN connection lost; sqlx reconnects");
             }
         }
         None => std::future::pending().await,

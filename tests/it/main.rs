@@ -19,6 +19,7 @@ mod pool;
 mod pull;
 mod push;
 mod queue;
+mod queue_scale;
 mod quota;
 mod realtime;
 mod realtime_streams;

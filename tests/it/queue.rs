@@ -643,7 +643,7 @@ async fn a_job_that_always_fails_is_dead_after_max_attempts_shown_in_status_and_
             let r = r.clone();
             async move {
                 r.fetch_add(1, Ordering::SeqCst);
-                Err(JobError::Retry(format!(
+                Err(JobError::retry(format!(
                     "calendar API answered 503 (attempt {})",
                     job.attempt
                 )))
@@ -1039,7 +1039,8 @@ async fn a_queued_push_touched_by_an_open_host_transaction_is_not_claimed_until_
         .execute(&mut *host)
         .await
         .unwrap();
-    let claim = || plansync::store::jobs::claim(&app.pool, "default", &["push"], "test:1", 60.0);
+    let claim =
+        || plansync::store::jobs::claim(&app.pool, "default", &[JobKind::Push], "test:1", 60.0);
     assert!(
         claim().await.unwrap().is_none(),
         "a worker must not push the values from before the open edit"
