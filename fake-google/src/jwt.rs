@@ -15,7 +15,6 @@ use http::StatusCode;
 use serde::Deserialize;
 
 use super::errors::ApiError;
-use super::oauth::SCOPE;
 
 pub(crate) const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
@@ -101,11 +100,13 @@ pub(crate) fn peek_claims(assertion: &str) -> Option<Claims> {
 }
 
 /// Checks an assertion as Google does; `Ok` is the subject to issue a token
-/// for.
+/// for. `granted_scope` is the one scope the administrator's grant covers
+/// (the token endpoint's, passed in so this module needs nothing of `oauth`).
 pub(crate) fn verify(
     assertion: &str,
     accounts: &[ServiceAccount],
     audience: &str,
+    granted_scope: &str,
     now: i64,
 ) -> Result<String, ApiError> {
     let malformed = || invalid_grant("Invalid JWT: malformed assertion.");
@@ -162,7 +163,7 @@ pub(crate) fn verify(
         ));
     }
     // The administrator's grant covers the Calendar scope and nothing else.
-    if scope.split_whitespace().any(|s| s != SCOPE) {
+    if scope.split_whitespace().any(|s| s != granted_scope) {
         return Err(unauthorized_client());
     }
     match claims.sub {
@@ -240,7 +241,7 @@ mod tests {
     #[test]
     fn garbage_assertions_are_invalid_grants() {
         for assertion in ["", "a.b", "a.b.c", "e30.e30.AAAA", "x.y.z.w"] {
-            let err = verify(assertion, &[], "http://t/token", 0).unwrap_err();
+            let err = verify(assertion, &[], "http://t/token", "https://x/scope", 0).unwrap_err();
             assert_eq!(err.body["error"], "invalid_grant", "{assertion}");
         }
     }

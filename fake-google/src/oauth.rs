@@ -205,7 +205,7 @@ impl OAuth {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as i64);
-            let subject = jwt::verify(&assertion, &self.service_accounts, audience, now)?;
+            let subject = jwt::verify(&assertion, &self.service_accounts, audience, SCOPE, now)?;
             let access_token = self.issue_for(None, Some(subject));
             return Ok(self.answer(access_token));
         }
