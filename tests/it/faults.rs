@@ -7,7 +7,6 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
@@ -18,9 +17,8 @@ use plansync::ids::{CalendarId, RefreshToken, UserId};
 use plansync::store::connections::{ConnectionAuth, NewConnection};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
-use tokio::io::AsyncBufReadExt;
 
-use crate::harness::{eventually, redis_url, PrivateRedis, TestApp};
+use crate::harness::{eventually, redis_url, PrivateRedis, RunningWorker, TestApp};
 
 /// Every replica's lease (`PLANSYNC_LEASE_SECS`) and drain time.
 const LEASE_SECS: &str = "2";
@@ -120,41 +118,9 @@ impl Fleet {
 
     /// Starts `plansync run` and waits for it to listen.
     pub async fn replica(&self) -> Replica {
-        let mut child = self
-            .command()
-            .arg("run")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn plansync run");
-        let pid = child.id().expect("running");
-        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let addr = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    return rest.split('"').next().unwrap().to_owned();
-                }
-                log.lock().unwrap().push(line);
-            }
-            panic!("replica exited before listening: {:?}", log.lock().unwrap());
-        })
-        .await
-        .expect("the replica listens within 30 s");
-        // Keep draining stderr, so the child never blocks on a full pipe.
-        let sink = log.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Replica {
-            child,
-            pid,
-            addr,
-            log,
-        }
+        let mut cmd = self.command();
+        cmd.arg("run");
+        RunningWorker::spawn(cmd).await
     }
 
     /// `n` calendars `cal-1`… in the emulator with `events` events each, and
@@ -272,53 +238,8 @@ impl Fleet {
     }
 }
 
-/// One `plansync run` process.
-pub struct Replica {
-    pub child: tokio::process::Child,
-    pub pid: u32,
-    /// Its HTTP listener.
-    pub addr: String,
-    pub log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Replica {
-    pub async fn kill9(&mut self) {
-        self.child.start_kill().expect("SIGKILL");
-        self.child.wait().await.expect("reaped");
-    }
-
-    pub async fn sigterm(&self) {
-        let ok = tokio::process::Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status()
-            .await
-            .unwrap()
-            .success();
-        assert!(ok, "kill -TERM {}", self.pid);
-    }
-
-    /// Waits for the exit; its code.
-    pub async fn exit_code(&mut self, timeout: Duration) -> Option<i32> {
-        let status = tokio::time::timeout(timeout, self.child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("replica {} still running after {timeout:?}", self.pid))
-            .unwrap();
-        status.code()
-    }
-
-    pub async fn get(&self, path: &str) -> (u16, String) {
-        http_get(&self.addr, path).await
-    }
-
-    pub fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-}
-
-/// A plain HTTP/1.1 GET: status and body.
-pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
-    crate::harness::http_get_body(addr, path, None).await
-}
+/// One replica: a `plansync run` process.
+pub type Replica = RunningWorker;
 
 /// An event `days` from now, inside every lookback window.
 fn event(summary: &str, days: i64) -> serde_json::Value {

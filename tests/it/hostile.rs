@@ -379,10 +379,7 @@ async fn every_job_ends_even_when_google_repeats_a_page_token() {
     // More pages than PLANSYNC_MAX_PAGES fail the same way.
     app.google.set_page_cap(Some(1));
     resync(&app, 1, true).await;
-    let out = app
-        .run_with(&[("PLANSYNC_MAX_PAGES", Some("2"))], &["run", "--once"], "")
-        .await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    app.run_once_with(&[("PLANSYNC_MAX_PAGES", "2")]).await;
     let c = connection_status(&app.status().await, id);
     assert!(
         c["lastError"]
@@ -518,14 +515,8 @@ async fn a_failing_connection_backs_off_as_a_whole_and_dead_jobs_are_bounded() {
         .execute(&app.app.pool)
         .await
         .unwrap();
-    let out = app
-        .run_with(
-            &[("PLANSYNC_POLL_INTERVAL_SECS", Some("1"))],
-            &["run", "--once"],
-            "",
-        )
+    app.run_once_with(&[("PLANSYNC_POLL_INTERVAL_SECS", "1")])
         .await;
-    assert!(out.status.success());
     assert_eq!(pulls().await, after_first, "no new pull while backing off");
     let backoff: bool =
         sqlx::query_scalar("SELECT backoff_until > now() FROM plansync.connections WHERE id = $1")

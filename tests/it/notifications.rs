@@ -335,13 +335,18 @@ async fn an_edit_in_google_reaches_a_subscriber_through_a_notification() {
     // The backstop: with a live channel the connection polls at
     // PLANSYNC_POLL_BACKSTOP_SECS, not PLANSYNC_POLL_INTERVAL_SECS.
     let pass = |webhook: Option<&str>| {
-        let mut cmd = app.command();
-        cmd.env("PLANSYNC_POLL_INTERVAL_SECS", "1")
-            .env("PLANSYNC_POLL_BACKSTOP_SECS", "86400");
+        let mut env = vec![
+            ("PLANSYNC_POLL_INTERVAL_SECS", "1".to_owned()),
+            ("PLANSYNC_POLL_BACKSTOP_SECS", "86400".to_owned()),
+        ];
         if let Some(url) = webhook {
-            cmd.env("PLANSYNC_WEBHOOK_URL", url);
+            env.push(("PLANSYNC_WEBHOOK_URL", url.to_owned()));
         }
-        crate::harness::run_command(cmd, &["run", "--once"], "")
+        let app = &app;
+        async move {
+            let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            app.run_once_with(&env).await
+        }
     };
     let ten_seconds_ago = || async {
         sqlx::query(
@@ -355,15 +360,13 @@ async fn an_edit_in_google_reaches_a_subscriber_through_a_notification() {
     };
     ten_seconds_ago().await;
     let mark = max_job_id(&app).await;
-    let out = pass(Some(&webhook)).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    pass(Some(&webhook)).await;
     assert!(jobs_after(&app, mark).await.is_empty());
     // Without the webhook the same connection is due every second, and its
     // channel is stopped (by the renewal job queued for later, brought
     // forward).
     ten_seconds_ago().await;
-    let out = pass(None).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    pass(None).await;
     let kinds = jobs_after(&app, mark).await;
     assert!(kinds.contains(&"pull".to_owned()), "{kinds:?}");
     assert!(app
@@ -758,10 +761,7 @@ async fn a_stop_that_fails_for_good_gives_the_channel_up_and_forgets_the_token()
     let (connection, channel) = disconnected_with_a_channel(&app).await;
     app.google
         .inject_fault(Operation::Stop, Fault::BackendError, 100);
-    let mut once = app.command();
-    once.env("PLANSYNC_MAX_ATTEMPTS", "1");
-    let out = crate::harness::run_command(once, &["run", "--once"], "").await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    app.run_once_with(&[("PLANSYNC_MAX_ATTEMPTS", "1")]).await;
     let dead: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM plansync.jobs WHERE kind = 'watch' AND state = 'dead'",
     )

@@ -1,4 +1,5 @@
-//! Pull sync against the emulator, through the real binary (`run --once`).
+//! Pull sync against the emulator, one worker pass at a time (`run --once`,
+//! in-process; through the binary where a test acts while the pass runs).
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use plansync::fake_google::{FakeGoogleOptions, Fault, Operation};
@@ -68,14 +69,6 @@ async fn deltas(app: &SyncApp) -> Vec<(i64, i64, Value)> {
         .unwrap()
 }
 
-async fn plan_version(app: &SyncApp, user: i64) -> i64 {
-    sqlx::query_scalar("SELECT plan_version FROM users WHERE id = $1")
-        .bind(user)
-        .fetch_one(&app.app.pool)
-        .await
-        .unwrap()
-}
-
 fn list_requests(app: &SyncApp) -> Vec<plansync::fake_google::RecordedRequest> {
     app.google
         .requests()
@@ -133,7 +126,7 @@ async fn create_edit_delete_in_google_each_give_one_delta_with_consecutive_versi
             (3, "deleted", entity)
         ]
     );
-    assert_eq!(plan_version(&app, 1).await, 3);
+    assert_eq!(app.app.plan_version(1).await, 3);
     let created = &all[0].2;
     assert_eq!(created["source"], "google");
     assert_eq!(created["version"], 1);
@@ -155,7 +148,7 @@ async fn a_no_change_incremental_pull_is_one_list_call_and_emits_nothing() {
     create(&app, "primary", timed("Standing", 2, 9));
     app.connect(1, "primary", &[]).await;
     app.run_once().await;
-    let before = (deltas(&app).await.len(), plan_version(&app, 1).await);
+    let before = (deltas(&app).await.len(), app.app.plan_version(1).await);
     assert_eq!(before, (1, 1));
 
     app.google.clear_requests();
@@ -164,7 +157,7 @@ async fn a_no_change_incremental_pull_is_one_list_call_and_emits_nothing() {
     assert_eq!(lists.len(), 1, "one list call");
     assert!(lists[0].query_param("syncToken").is_some());
     assert_eq!(
-        (deltas(&app).await.len(), plan_version(&app, 1).await),
+        (deltas(&app).await.len(), app.app.plan_version(1).await),
         before
     );
 }
@@ -363,10 +356,7 @@ async fn a_page_changing_more_than_the_threshold_emits_one_plan_delta() {
         create(&app, "primary", timed(&format!("bulk {i}"), 1 + i, 8));
     }
     app.connect(1, "primary", &[]).await;
-    let mut cmd = app.command();
-    cmd.env("PLANSYNC_BULK_THRESHOLD", "3");
-    let out = crate::harness::run_command(cmd, &["run", "--once"], "").await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    app.run_once_with(&[("PLANSYNC_BULK_THRESHOLD", "3")]).await;
     assert_eq!(appointments(&app).await.len(), 5);
     let all = deltas(&app).await;
     assert_eq!(all.len(), 1);
@@ -374,7 +364,7 @@ async fn a_page_changing_more_than_the_threshold_emits_one_plan_delta() {
         all[0].2,
         json!({"itemType": "plan", "entityId": 0, "action": "updated", "version": 1, "source": "google"})
     );
-    assert_eq!(plan_version(&app, 1).await, 1);
+    assert_eq!(app.app.plan_version(1).await, 1);
 }
 
 #[tokio::test]
@@ -538,7 +528,7 @@ async fn ids_inside_an_event_never_address_another_users_appointment() {
     let hijack = rows.iter().find(|r| r.summary == "hijack").unwrap();
     assert_eq!(hijack.user_id, 2);
     assert_ne!(hijack.id, victim);
-    assert_eq!(plan_version(&app, 1).await, 0, "user 1 saw no delta");
+    assert_eq!(app.app.plan_version(1).await, 0, "user 1 saw no delta");
 }
 
 #[tokio::test]
@@ -608,7 +598,7 @@ async fn a_pull_killed_after_page_two_of_three_ends_like_an_uninterrupted_one() 
         versions(deltas(&interrupted).await),
         versions(deltas(&smooth).await)
     );
-    assert_eq!(plan_version(&interrupted, 1).await, 6);
+    assert_eq!(interrupted.app.plan_version(1).await, 6);
 }
 
 async fn defer_pushes(app: &SyncApp) {
@@ -794,7 +784,7 @@ async fn a_pull_that_outlives_a_disconnect_leaves_edits_made_since_to_the_reconn
     .fetch_one(&app.app.pool)
     .await
     .unwrap();
-    app.pass().await;
+    app.run_once().await;
     let event: String =
         sqlx::query_scalar("SELECT event_id FROM plansync.links WHERE appointment_id = $1")
             .bind(id)
@@ -843,7 +833,7 @@ async fn a_pull_that_outlives_a_disconnect_leaves_edits_made_since_to_the_reconn
     pass.await.unwrap().unwrap();
 
     app.connect(1, "primary", &[]).await;
-    app.pass().await;
+    app.run_once().await;
     let summary: String = sqlx::query_scalar("SELECT summary FROM appointments WHERE id = $1")
         .bind(id)
         .fetch_one(&app.app.pool)

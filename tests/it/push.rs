@@ -123,14 +123,6 @@ async fn scalar(sync: &SyncApp, sql: &str) -> i64 {
         .unwrap()
 }
 
-async fn plan_version(sync: &SyncApp) -> i64 {
-    scalar(
-        sync,
-        "SELECT plan_version FROM users WHERE id = 1", // USER
-    )
-    .await
-}
-
 /// The deltas written to the outbox, oldest first.
 async fn deltas(sync: &SyncApp) -> Vec<Value> {
     sqlx::query_scalar::<_, Value>("SELECT delta::jsonb FROM plansync.outbox ORDER BY id")
@@ -240,7 +232,7 @@ async fn a_host_insert_becomes_exactly_one_google_event_and_later_passes_write_n
     assert_eq!(&linked_event, event_id);
     assert_eq!(etag.as_deref(), Some(event.etag.as_str()));
     // A push emits no delta and bumps nothing.
-    assert_eq!(plan_version(&sync).await, 0);
+    assert_eq!(sync.app.plan_version(USER).await, 0);
     assert!(deltas(&sync).await.is_empty());
 
     // Further passes (one with a pull asked for) write nothing, bump nothing.
@@ -250,7 +242,7 @@ async fn a_host_insert_becomes_exactly_one_google_event_and_later_passes_write_n
     sync.run_once().await;
     sync.run_once().await;
     assert!(writes(&sync).is_empty(), "{:?}", writes(&sync));
-    assert_eq!(plan_version(&sync).await, 0);
+    assert_eq!(sync.app.plan_version(USER).await, 0);
     assert!(deltas(&sync).await.is_empty());
     assert_eq!(live_events(&sync, "primary").await.len(), 1);
     assert_eq!(summary(&sync, id).await.as_deref(), Some("Dentist"));
@@ -367,7 +359,7 @@ async fn local_edit_newer_than_a_remote_edit_wins_on_both_sides() {
         remote["etag"].as_str()
     );
     assert!(deltas(&sync).await.is_empty());
-    assert_eq!(plan_version(&sync).await, 0);
+    assert_eq!(sync.app.plan_version(USER).await, 0);
 }
 
 #[tokio::test]
@@ -402,7 +394,7 @@ async fn remote_edit_newer_than_a_local_edit_wins_on_both_sides() {
     assert_eq!(deltas[0]["entityId"], id);
     assert_eq!(deltas[0]["data"]["appointment"]["summary"], "remote");
     assert_eq!(deltas[0]["version"], 1);
-    assert_eq!(plan_version(&sync).await, 1);
+    assert_eq!(sync.app.plan_version(USER).await, 1);
     // Taking Google's values is not a local change to push back.
     assert_eq!(
         scalar(
@@ -910,7 +902,7 @@ async fn an_attendee_added_in_google_to_a_pushed_zone_less_appointment_changes_n
             .fetch_one(&sync.app.pool)
             .await
             .unwrap();
-    let (version, deltas_before) = (plan_version(&sync).await, deltas(&sync).await.len());
+    let (version, deltas_before) = (sync.app.plan_version(USER).await, deltas(&sync).await.len());
 
     // Only an attendee changes in Google: the etag moves, no column does (the
     // zone Google shows is the calendar's, the one we sent it in).
@@ -932,7 +924,7 @@ async fn an_attendee_added_in_google_to_a_pushed_zone_less_appointment_changes_n
             .await
             .unwrap();
     assert_eq!(after, before, "no appointment write");
-    assert_eq!(plan_version(&sync).await, version, "no bump");
+    assert_eq!(sync.app.plan_version(USER).await, version, "no bump");
     assert_eq!(deltas(&sync).await.len(), deltas_before, "no delta");
     let (_, etag) = link(&sync, id).await.unwrap();
     let google_etag = sync

@@ -20,8 +20,8 @@ use plansync::sync::SyncDeps;
 use plansync::worker::{SyncJobs, Worker, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
+use crate::harness::jobs::queue_settings;
 use crate::harness::{eventually, stderr, stdout, PrivateRedis, SyncApp};
-use crate::queue::queue_settings;
 
 fn quota_settings(qpm: u32, user_qpm: u32) -> QuotaSettings {
     QuotaSettings {
@@ -564,7 +564,6 @@ async fn pushes_and_resyncs_are_claimed_before_scheduled_polls() {
 
 #[tokio::test]
 async fn run_meters_every_call_and_snoozes_a_job_without_budget() {
-    use tokio::io::AsyncBufReadExt;
     // One request a minute: the token refresh takes it, the listing finds
     // none within the bounded wait and its job snoozes, spending no attempt.
     let sync = SyncApp::spawn().await;
@@ -574,29 +573,15 @@ async fn run_meters_every_call_and_snoozes_a_job_without_budget() {
         .env("PLANSYNC_HTTP_ADDR", "127.0.0.1:0")
         .env("PLANSYNC_GOOGLE_QPM", "1")
         .env("PLANSYNC_SHUTDOWN_GRACE_SECS", "1")
-        .arg("run")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let line = crate::worker::wait_for_line(&mut lines, "listening on ").await;
-    let addr = line
-        .split("listening on ")
-        .nth(1)
-        .unwrap()
-        .split(|c: char| c == '"' || c.is_whitespace())
-        .next()
-        .unwrap()
-        .to_owned();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        .arg("run");
+    let mut run = crate::harness::RunningWorker::spawn(cmd).await;
 
-    let addr_ref = &addr;
+    let run_ref = &run;
     let metrics = eventually(
         Duration::from_secs(30),
         "the over-budget call",
         || async move {
-            let metrics = crate::worker::http_get(addr_ref, "/metrics").await.1;
+            let metrics = run_ref.get("/metrics").await.1;
             metrics
                 .contains(r#"plansync_google_calls_total{operation="list",outcome="over_budget"}"#)
                 .then_some(metrics)
@@ -651,16 +636,6 @@ async fn run_meters_every_call_and_snoozes_a_job_without_budget() {
         "{error:?}"
     );
 
-    let pid = child.id().unwrap().to_string();
-    let kill = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(kill.success());
-    let code = tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .expect("exits after SIGTERM")
-        .unwrap();
-    assert_eq!(code.code(), Some(0));
+    run.sigterm().await;
+    assert_eq!(run.exit_code(Duration::from_secs(15)).await, Some(0));
 }

@@ -7,14 +7,12 @@ use std::time::{Duration, Instant};
 
 use plansync::queue::{Job, JobKind, Queue};
 use plansync::worker::{JobContext, Worker};
-use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::harness::{stderr, stdout, TestApp};
-use crate::queue::{
-    add_connection, count, eventually, job_state, queue_settings, status_json, worker_config,
-    FnHandler,
+use crate::harness::jobs::{
+    add_connection, eventually, job_state, queue_settings, worker_config, FnHandler,
 };
+use crate::harness::{count, status_json, stderr, stdout, RunningWorker, TestApp};
 
 /// The binary with what `run` needs on top of the harness's environment.
 fn worker_command(app: &TestApp) -> tokio::process::Command {
@@ -407,27 +405,6 @@ async fn on_shutdown_a_job_that_finishes_within_the_grace_period_completes() {
     assert_eq!(job_state(&app, later).await.state, "queued");
 }
 
-/// Reads the child's stderr until a line contains `needle`; returns that line.
-pub async fn wait_for_line(
-    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>,
-    needle: &str,
-) -> String {
-    let found = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.contains(needle) {
-                return line;
-            }
-        }
-        panic!("stderr ended before {needle:?}");
-    })
-    .await;
-    found.unwrap_or_else(|_| panic!("no {needle:?} on stderr within 30 s"))
-}
-
-pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
-    crate::harness::http_get_response(addr, path, None).await
-}
-
 #[tokio::test]
 async fn run_serves_health_and_metrics_and_exits_zero_on_sigterm() {
     let app = TestApp::spawn().await;
@@ -437,41 +414,20 @@ async fn run_serves_health_and_metrics_and_exits_zero_on_sigterm() {
     cmd.env("RUST_LOG", "info")
         .env("PLANSYNC_LOG_FORMAT", "json")
         .env("PLANSYNC_SHUTDOWN_GRACE_SECS", "2")
-        .arg("run")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let line = wait_for_line(&mut lines, "listening on ").await;
-    let addr = line
-        .split("listening on ")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_owned();
-    // Keep draining stderr so the child never blocks on a full pipe.
-    let drain = tokio::spawn(async move {
-        let mut rest = Vec::new();
-        while let Ok(Some(line)) = lines.next_line().await {
-            rest.push(line);
-        }
-        rest
-    });
+        .arg("run");
+    let mut run = RunningWorker::spawn(cmd).await;
 
-    assert_eq!(http_get(&addr, "/healthz").await.0, 200);
-    assert_eq!(http_get(&addr, "/readyz").await.0, 200);
+    assert_eq!(run.get("/healthz").await.0, 200);
+    assert_eq!(run.get("/readyz").await.0, 200);
     // No PLANSYNC_API_TOKEN: the catch-up route is not served at all.
-    assert_eq!(http_get(&addr, "/users/1/deltas?after=0").await.0, 404);
+    assert_eq!(run.get("/users/1/deltas?after=0").await.0, 404);
     // The connect's full sync is claimed and (Google being unreachable) dies.
     let mut metrics = String::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !metrics.contains("plansync_jobs_total{kind=\"full_resync\",outcome=\"dead\"} 1") {
         assert!(Instant::now() < deadline, "no job metrics: {metrics}");
         tokio::time::sleep(Duration::from_millis(50)).await;
-        metrics = http_get(&addr, "/metrics").await.1;
+        metrics = run.get("/metrics").await.1;
     }
     assert!(
         metrics.contains("plansync_jobs_claimed_total{kind=\"full_resync\"} 1"),
@@ -482,21 +438,12 @@ async fn run_serves_health_and_metrics_and_exits_zero_on_sigterm() {
         "{metrics}"
     );
 
-    let pid = child.id().unwrap().to_string();
     let stopping = Instant::now();
-    let kill = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(kill.success());
-    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .expect("exits after SIGTERM")
-        .unwrap();
-    assert_eq!(status.code(), Some(0), "{:?}", drain.await.unwrap());
+    run.sigterm().await;
+    let code = run.exit_code(Duration::from_secs(15)).await;
+    assert_eq!(code, Some(0), "{}", run.log());
     assert!(stopping.elapsed() < Duration::from_secs(5));
-    let rest = drain.await.unwrap().join("\n");
+    let rest = run.log();
     assert!(rest.contains("SIGTERM received"), "{rest}");
 }
 
