@@ -12,6 +12,7 @@ mod faults;
 mod foundation;
 mod google_client;
 mod hostile;
+mod keep_db;
 mod notifications;
 mod ops;
 mod pool;

@@ -44,6 +44,11 @@ fn url_for(database: &str) -> String {
     url.to_string()
 }
 
+/// The server's `postgres` database, for statements about databases.
+pub fn admin_url() -> String {
+    url_for("postgres")
+}
+
 pub fn redis_url() -> String {
     std::env::var("REDIS_URL")
         .ok()
@@ -57,6 +62,8 @@ pub struct TestApp {
     pub pool: PgPool,
     pub redis_prefix: String,
     pub token_key: String,
+    /// Keep the database when the test fails (`PLANSYNC_TEST_KEEP_DB=1`).
+    pub keep_db_on_failure: bool,
 }
 
 impl TestApp {
@@ -91,6 +98,7 @@ impl TestApp {
             database_url,
             pool,
             token_key: TokenCipher::generate_key(),
+            keep_db_on_failure: std::env::var(KEEP_DB).is_ok_and(|v| v == "1"),
         }
     }
 
@@ -198,7 +206,7 @@ const KEEP_DB: &str = "PLANSYNC_TEST_KEEP_DB";
 impl Drop for TestApp {
     fn drop(&mut self) {
         // A failing test unwinds through here: its database is the evidence.
-        if std::thread::panicking() && std::env::var(KEEP_DB).is_ok_and(|v| v == "1") {
+        if std::thread::panicking() && self.keep_db_on_failure {
             eprintln!(
                 "{KEEP_DB}=1: kept the failed test's database {} ({})",
                 self.db_name, self.database_url
