@@ -50,6 +50,13 @@ impl Env {
             .collect())
     }
 
+    /// This environment with `var` set to `value` (one setting pinned by a
+    /// caller that runs a worker in-process).
+    pub fn with(mut self, var: impl Into<String>, value: impl Into<String>) -> Self {
+        self.0.insert(var.into(), value.into());
+        self
+    }
+
     /// The value of `var`, treating an empty value as unset (the usual shell
     /// idiom `VAR= cmd`).
     pub fn raw(&self, var: &str) -> Option<&str> {

@@ -1,23 +1,14 @@
 //! `run`, `run --once`, `resync`, `jobs retry --dead`.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use plansync::config::{
-    self, DatabaseSettings, Env, GoogleSettings, QueueSettings, QuotaSettings, RedisSettings,
-    SyncSettings, WorkerSettings,
-};
-use plansync::deltas::relay::{Relay, RelaySettings};
-use plansync::google::GoogleClient;
+use plansync::config::{DatabaseSettings, Env, QueueSettings};
 use plansync::ids::{CalendarId, JobId, UserId};
 use plansync::queue::{JobKind, JobState, Queue};
-use plansync::quota::Quota;
 use plansync::store;
-use plansync::store::key_check::KeyCheck;
-use plansync::sync::SyncDeps;
-use plansync::worker::{self, SyncJobs, Worker, WorkerConfig};
+use plansync::worker::{self, setup::WorkerSetup};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, clap::Args)]
@@ -70,86 +61,26 @@ struct RetryArgs {
 const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 
 pub async fn run(env: &Env, args: RunArgs) -> anyhow::Result<ExitCode> {
-    // Everything `run` will need, validated before touching anything, so a
-    // misconfigured worker fails at once and names the variable.
-    let db = DatabaseSettings::from_env(env)?;
-    let google = GoogleSettings::from_env(env)?;
-    let cipher = config::token_cipher(env)?;
-    let redis = RedisSettings::from_env(env)?;
-    let outbox_retention = config::outbox_retention(env)?;
-    let max_deltas_per_message = config::max_deltas_per_message(env)?;
-    let api_token = config::api_token(env)?;
-    let sync = SyncSettings::from_env(env)?;
-    let queue = QueueSettings::from_env(env)?;
-    let settings = WorkerSettings::from_env(env)?;
-    let quota_settings = QuotaSettings::from_env(env)?;
-    config::log_format(env)?;
-
-    let target = db.url.redacted();
-    store::migrate::run(&db)
-        .await
-        .with_context(|| format!("migrating {target}"))?;
-    // Jobs take a connection only while they talk to Postgres (never while
-    // they wait on Google), so the pool is its own setting.
-    let pool = store::connect(&db, settings.db_pool)
-        .await
-        .with_context(|| format!("connecting to {target}"))?;
-    // A replica with the wrong token key would fail every job it claims:
-    // refuse to start instead, naming the setting.
-    if store::key_check::verify(&pool, &cipher).await? == KeyCheck::Mismatch {
-        anyhow::bail!(
-            "PLANSYNC_TOKEN_KEY cannot decrypt the refresh tokens stored in {target}: \
-             this worker was started with a different key than the one they were stored with"
-        );
-    }
-    let config = WorkerConfig::new(&settings, &sync, &queue);
-    // One budget for every Google call of this process, shared with the
-    // fleet through Redis (keyed by the prefix and the OAuth client).
-    let quota = Quota::new(quota_settings, &redis, &google.client_id)
-        .context("configuring the Google budget")?;
-    let google = google_client(env, &pool, &google, &settings.region)
-        .await?
-        .with_budget(Arc::new(quota.clone()));
-    let deps =
-        SyncDeps::new(google, cipher, sync.clone()).with_webhook_url(settings.webhook_url.clone());
-    let worker = Worker::new(pool.clone(), config, SyncJobs::new(deps)).with_quota(quota);
-    let relay_settings = RelaySettings {
-        retention: outbox_retention,
-        max_deltas_per_message,
-        ..RelaySettings::default()
-    };
-    // A client of its own for `/readyz` and the `plansync_redis_up` probe.
-    let redis_probe = plansync::deltas::connect::client(&redis).ok();
-    let relay =
-        Relay::new(pool.clone(), redis, relay_settings).context("configuring the delta relay")?;
-
-    if args.once {
-        let report = worker.run_once().await.context("the pass could not run")?;
-        tracing::info!(
-            scheduled = report.scheduled,
-            rescued = report.rescued,
-            ran = report.ran,
-            succeeded = report.succeeded,
-            failed = report.failed,
-            "pass finished"
-        );
-        // Redis being down is no reason to fail the pass: the backlog stays in
-        // the outbox for the next one.
-        let mut relay = relay;
-        match relay.drain().await {
-            Ok(n) => tracing::info!(published = n, "outbox drained"),
-            Err(err) => {
-                tracing::warn!(
-                    error = %plansync::text::Chain(&err),
-                    "outbox not drained; it stays for the next pass"
-                )
-            }
+    let WorkerSetup {
+        pool,
+        worker,
+        relay,
+        redis,
+        settings,
+        api_token,
+    } = {
+        let setup = WorkerSetup::from_env(env).await?;
+        if args.once {
+            setup.run_once().await.context("the pass could not run")?;
+            return Ok(ExitCode::SUCCESS);
         }
-        return Ok(ExitCode::SUCCESS);
-    }
+        setup
+    };
 
     let metrics = worker::metric::install().context("installing the metrics recorder")?;
     plansync::quota::metric::describe();
+    // A client of its own for `/readyz` and the `plansync_redis_up` probe.
+    let redis_probe = plansync::deltas::connect::client(&redis).ok();
     let listener = tokio::net::TcpListener::bind(settings.http_addr)
         .await
         .with_context(|| format!("binding {}", settings.http_addr))?;
@@ -189,37 +120,6 @@ pub async fn run(env: &Env, args: RunArgs) -> anyhow::Result<ExitCode> {
         Err(err) => tracing::warn!(error = %err, "HTTP server task failed"),
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The Google client, with exactly the credentials the region's active
-/// connections need: the OAuth client while refresh-token connections exist,
-/// the service-account key while delegated ones do (a key file that is named
-/// is always loaded, so a broken one is found now, not by the first job).
-async fn google_client(
-    env: &Env,
-    pool: &sqlx::PgPool,
-    settings: &GoogleSettings,
-    region: &str,
-) -> anyhow::Result<GoogleClient> {
-    let (refresh_tokens, delegated) = store::connections::auth_kinds_in_use(pool, region).await?;
-    if refresh_tokens {
-        settings.require_oauth_client()?;
-    }
-    if delegated {
-        config::require_service_account_key(env)?;
-    }
-    let mut google = GoogleClient::new(settings).context("building the Google client")?;
-    if let Some(key_file) = config::service_account_key(env) {
-        google = google.with_service_account(&key_file).await?;
-        if let Some(account) = google.service_account() {
-            tracing::info!(
-                service_account = account.client_email(),
-                token_uri = account.token_uri(),
-                "service-account key loaded for delegated connections"
-            );
-        }
-    }
-    Ok(google)
 }
 
 async fn shutdown_on_signal(shutdown: CancellationToken) {

@@ -42,6 +42,7 @@ pub mod gauges;
 pub mod handler;
 pub mod http;
 pub mod notifications;
+pub mod setup;
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use chrono::{Duration as ChronoDuration, SecondsFormat, Utc};
 use serde_json::{json, Value};
-use tokio::io::AsyncBufReadExt;
 
 use crate::contract::{assert_valid, Shape};
 use crate::deltas::Subscriber;
-use crate::harness::{eventually, redis_url, run_command, stderr, stdout, PrivateRedis, SyncApp};
+use crate::harness::{eventually, redis_url, stderr, stdout, PrivateRedis, RunningWorker, SyncApp};
 
 const TOKEN: &str = "catch-up-test-token-0123456789";
 
@@ -86,34 +85,19 @@ async fn http_get(addr: &str, path: &str, authorization: Option<&str>) -> (u16, 
     crate::harness::http_get_body(addr, path, authorization).await
 }
 
-/// `plansync run` with the API token, on a free port; returns the child and
+/// `plansync run` with the API token, on a free port; returns the process and
 /// the address it listens on.
-async fn start_run(app: &SyncApp) -> (tokio::process::Child, String) {
+async fn start_run(app: &SyncApp) -> (RunningWorker, String) {
     let mut cmd = app.command();
     cmd.env("RUST_LOG", "info")
         .env("PLANSYNC_LOG_FORMAT", "json")
         .env("PLANSYNC_HTTP_ADDR", "127.0.0.1:0")
         .env("PLANSYNC_API_TOKEN", TOKEN)
         .env("PLANSYNC_SHUTDOWN_GRACE_SECS", "2")
-        .arg("run")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                return rest.split('"').next().unwrap().to_owned();
-            }
-        }
-        panic!("run exited before listening");
-    })
-    .await
-    .expect("run listens within 30 s");
-    // Keep draining stderr so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr)
+        .arg("run");
+    let run = RunningWorker::spawn(cmd).await;
+    let addr = run.addr.clone();
+    (run, addr)
 }
 
 #[tokio::test]
@@ -270,14 +254,9 @@ async fn a_backlog_of_1000_remote_changes_goes_out_in_messages_of_at_most_100_in
     let app = SyncApp::spawn().await;
     let mut redis = PrivateRedis::start().await;
     app.connect(1, "primary", &[]).await;
-    let private_pass = |app: &SyncApp, url: String| {
-        let mut cmd = app.command();
-        cmd.env("REDIS_URL", url);
-        async move {
-            let out = run_command(cmd, &["run", "--once"], "").await;
-            assert!(out.status.success(), "{}", stderr(&out));
-        }
-    };
+    async fn private_pass(app: &SyncApp, url: String) {
+        app.run_once_with(&[("REDIS_URL", &url)]).await;
+    }
     // The first sync of an empty calendar: nothing to publish.
     private_pass(&app, redis.url()).await;
 

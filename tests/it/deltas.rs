@@ -45,14 +45,6 @@ pub async fn commit_deletes(app: &TestApp, user: i64, ids: &[i64]) {
     tx.commit().await.unwrap();
 }
 
-async fn plan_version(app: &TestApp, user: i64) -> i64 {
-    sqlx::query_scalar("SELECT plan_version FROM users WHERE id = $1")
-        .bind(user)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn each_delta_bumps_the_version_by_one_and_coalesced_ones_bump_nothing() {
     let app = TestApp::spawn().await;
@@ -62,7 +54,7 @@ async fn each_delta_bumps_the_version_by_one_and_coalesced_ones_bump_nothing() {
         .await
         .unwrap();
     commit_deletes(&app, 1, &[5, 6, 7]).await;
-    assert_eq!(plan_version(&app, 1).await, 13);
+    assert_eq!(app.plan_version(1).await, 13);
     let rows: Vec<(i64, serde_json::Value)> =
         sqlx::query_as("SELECT version, delta FROM plansync.outbox ORDER BY id")
             .fetch_all(&app.pool)
@@ -99,7 +91,7 @@ async fn each_delta_bumps_the_version_by_one_and_coalesced_ones_bump_nothing() {
     batch.deleted(UserId(1), AppointmentId(99));
     batch.write(&mut tx, 50).await.unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(plan_version(&app, 1).await, 13);
+    assert_eq!(app.plan_version(1).await, 13);
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM plansync.outbox")
         .fetch_one(&app.pool)
         .await
@@ -114,7 +106,7 @@ async fn each_delta_bumps_the_version_by_one_and_coalesced_ones_bump_nothing() {
     }
     batch.write(&mut tx, 3).await.unwrap();
     tx.commit().await.unwrap();
-    assert_eq!(plan_version(&app, 1).await, 14);
+    assert_eq!(app.plan_version(1).await, 14);
     let last: serde_json::Value =
         sqlx::query_scalar("SELECT delta FROM plansync.outbox ORDER BY id DESC LIMIT 1")
             .fetch_one(&app.pool)

@@ -4,7 +4,7 @@
 use serde_json::Value;
 use sqlx::{Connection, Executor, PgConnection};
 
-use crate::harness::{stderr, stdout, TestApp};
+use crate::harness::{status_json, stderr, stdout, TestApp};
 
 async fn columns(app: &TestApp, table: &str) -> Vec<(String, String, String, Option<String>)> {
     sqlx::query_as(
@@ -157,14 +157,6 @@ async fn connect(app: &TestApp, user: &str, calendar: &str, token: &str, extra: 
     let out = app.run(&args, &format!("{token}\n")).await;
     assert!(out.status.success(), "connect failed: {}", stderr(&out));
     stdout(&out).trim().parse().expect("connect prints the id")
-}
-
-async fn status_json(app: &TestApp, extra: &[&str]) -> Value {
-    let mut args = vec!["status", "--json"];
-    args.extend_from_slice(extra);
-    let out = app.run(&args, "").await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    serde_json::from_slice(&out.stdout).expect("status --json prints one JSON object")
 }
 
 #[tokio::test]

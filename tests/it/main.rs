@@ -13,6 +13,7 @@ mod features;
 mod foundation;
 mod google_client;
 mod hostile;
+mod keep_db;
 mod notifications;
 mod ops;
 mod pool;

@@ -216,7 +216,7 @@ async fn readyz_fails_without_postgres_or_with_foreign_migrations_but_not_withou
     let ready = |replica: &crate::faults::Replica| {
         let addr = replica.addr.clone();
         async move {
-            let (code, body) = crate::faults::http_get(&addr, "/readyz").await;
+            let (code, body) = crate::harness::http_get_body(&addr, "/readyz", None).await;
             let body: serde_json::Value = serde_json::from_str(&body)
                 .unwrap_or_else(|_| panic!("readyz answers JSON: {body}"));
             (code, body)

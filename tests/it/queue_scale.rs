@@ -12,7 +12,8 @@ use plansync::store::connections::{self, ConnectionAuth, NewConnection};
 use tokio::sync::Barrier;
 
 use crate::harness::TestApp;
-use crate::queue::{add_connection, count, queue_settings};
+use crate::harness::count;
+use crate::harness::jobs::{add_connection, queue_settings};
 
 fn queue(app: &TestApp) -> Queue {
     Queue::new(app.pool.clone(), queue_settings(3, 0, 60))
@@ -165,7 +166,7 @@ async fn a_job_enqueued_while_its_connection_breaks_is_not_claimed_and_is_moved_
     // it has ended (in the whole cluster: other databases' transactions
     // count too), a later one moves the job.
     let fixed = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
-    crate::queue::eventually(30, "the recheck moves the job", || {
+    crate::harness::jobs::eventually(30, "the recheck moves the job", || {
         let (pool, fixed) = (app.pool.clone(), fixed.clone());
         async move {
             let n = plansync::store::jobs::recheck_blocked(&pool).await.unwrap();

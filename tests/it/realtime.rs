@@ -173,11 +173,11 @@ fn parse(t: &str) -> DateTime<Utc> {
 async fn pull_socketio(app: &SyncApp, user: i64, key: &str) {
     let out = app.run(&["resync", "--user", &user.to_string()], "").await;
     assert!(out.status.success(), "{}", stderr(&out));
-    let mut cmd = app.command();
-    cmd.env("PLANSYNC_DELTA_MODE", "socketio")
-        .env("PLANSYNC_SOCKETIO_KEY", key);
-    let out = crate::harness::run_command(cmd, &["run", "--once"], "").await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    app.run_once_with(&[
+        ("PLANSYNC_DELTA_MODE", "socketio"),
+        ("PLANSYNC_SOCKETIO_KEY", key),
+    ])
+    .await;
 }
 
 #[tokio::test]
@@ -213,11 +213,11 @@ async fn a_google_edit_reaches_its_users_socket_io_client_and_nobody_elses() {
         .to_owned();
     app.connect(1, "primary", &[]).await;
     app.connect(2, "bob@example.com", &[]).await;
-    let mut cmd = app.command();
-    cmd.env("PLANSYNC_DELTA_MODE", "socketio")
-        .env("PLANSYNC_SOCKETIO_KEY", &key);
-    let out = crate::harness::run_command(cmd, &["run", "--once"], "").await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    app.run_once_with(&[
+        ("PLANSYNC_DELTA_MODE", "socketio"),
+        ("PLANSYNC_SOCKETIO_KEY", &key),
+    ])
+    .await;
 
     let (_server, url) = socketio_server(&redis_url(), &key).await;
     let mut alice = socketio_client(&url, 1).await;

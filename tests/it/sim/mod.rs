@@ -32,7 +32,7 @@ const CI_SEEDS: std::ops::RangeInclusive<u64> = 1..=20;
 /// Seeds outside [`CI_SEEDS`] that once found a divergence, kept with its
 /// fix: (seed, operations).
 /// - 3011 (150): a pull listing across a `disconnect` overwrote a host edit
-///   made after it (fixed in `sync::pull`; its own test in `pull.rs`).
+///   made after it (fixed in `sync::pull`; its own test in `pull/local_edits.rs`).
 const REGRESSION_SEEDS: &[(u64, usize)] = &[(3011, 150)];
 const CI_STEPS: usize = 100;
 /// Seeds in flight at once (each has its own database, emulator, workers).
