@@ -11,9 +11,9 @@ use plansync::queue::{Job, JobKind, Queue};
 use plansync::store::connections::{self, ConnectionAuth, NewConnection};
 use tokio::sync::Barrier;
 
-use crate::harness::TestApp;
 use crate::harness::count;
 use crate::harness::jobs::{add_connection, queue_settings};
+use crate::harness::TestApp;
 
 fn queue(app: &TestApp) -> Queue {
     Queue::new(app.pool.clone(), queue_settings(3, 0, 60))
