@@ -78,14 +78,23 @@ CREATE TABLE plansync.blocked_recheck (
 
 -- A connection's state change moves its jobs into or out of the claimable
 -- set at once, in the changing transaction, and notes it for the recheck.
+-- Jobs locked by another transaction (a host's open edit touching its queued
+-- push, a running job's fenced transaction) are passed over, never waited
+-- for: waiting here, under the connection's row lock, could deadlock with
+-- that transaction's next job insert (its foreign-key check waits for the
+-- connection row). The recheck moves them later.
 CREATE FUNCTION plansync.connections_move_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE plansync.jobs
-       SET blocked = plansync.job_blocked(kind, NEW.active, NEW.needs_reauth, NEW.calendar_gone)
-     WHERE connection_id = NEW.id AND state IN ('queued', 'running')
-       AND blocked <> plansync.job_blocked(kind, NEW.active, NEW.needs_reauth, NEW.calendar_gone);
     INSERT INTO plansync.blocked_recheck (connection_id) VALUES (NEW.id)
     ON CONFLICT (connection_id) DO UPDATE SET horizon = NULL;
+    UPDATE plansync.jobs
+       SET blocked = plansync.job_blocked(kind, NEW.active, NEW.needs_reauth, NEW.calendar_gone)
+     WHERE id IN (
+        SELECT id FROM plansync.jobs
+         WHERE connection_id = NEW.id AND state IN ('queued', 'running')
+           AND blocked <> plansync.job_blocked(kind, NEW.active, NEW.needs_reauth,
+                                               NEW.calendar_gone)
+           FOR UPDATE SKIP LOCKED);
     RETURN NULL;
 END $$;
 CREATE TRIGGER connections_move_jobs
@@ -97,25 +106,49 @@ CREATE TRIGGER connections_move_jobs
 
 -- The scheduler's part of the above: gives each noted connection a horizon,
 -- and for those whose horizon every open transaction is past, sets their jobs'
--- flag from the connection's state as it is now. Returns the jobs corrected.
+-- flag from the connection's state as it is now. Waits for no lock (rows
+-- locked elsewhere are left for a later call), so it never deadlocks with
+-- the transactions it corrects. Returns the jobs corrected.
 CREATE FUNCTION plansync.recheck_blocked_jobs() RETURNS BIGINT LANGUAGE plpgsql AS $$
 DECLARE
-    v_fixed BIGINT;
+    v_connection BIGINT;
+    v_rows BIGINT;
+    v_fixed BIGINT := 0;
 BEGIN
-    WITH ready AS (
-        DELETE FROM plansync.blocked_recheck
-         WHERE horizon <= pg_snapshot_xmin(pg_current_snapshot())
-        RETURNING connection_id),
-    fixed AS (
-        UPDATE plansync.jobs j
-           SET blocked = plansync.job_blocked(j.kind, c.active, c.needs_reauth, c.calendar_gone)
-          FROM ready r JOIN plansync.connections c ON c.id = r.connection_id
-         WHERE j.connection_id = r.connection_id AND j.state IN ('queued', 'running')
-           AND j.blocked <> plansync.job_blocked(j.kind, c.active, c.needs_reauth, c.calendar_gone)
-        RETURNING 1)
-    SELECT count(*) INTO v_fixed FROM fixed;
+    -- One connection at a time, by index: never a join over the whole jobs
+    -- or connections table, whatever the planner would guess.
+    FOR v_connection IN
+        SELECT r.connection_id FROM plansync.blocked_recheck r
+         WHERE r.horizon <= pg_snapshot_xmin(pg_current_snapshot())
+           FOR UPDATE SKIP LOCKED
+    LOOP
+        WITH wrong AS (
+            SELECT j.id,
+                   plansync.job_blocked(j.kind, c.active, c.needs_reauth, c.calendar_gone) AS should
+              FROM plansync.jobs j JOIN plansync.connections c ON c.id = j.connection_id
+             WHERE j.connection_id = v_connection AND j.state IN ('queued', 'running')
+               AND j.blocked <> plansync.job_blocked(j.kind, c.active, c.needs_reauth,
+                                                     c.calendar_gone)
+               FOR UPDATE OF j SKIP LOCKED)
+        UPDATE plansync.jobs j SET blocked = wrong.should FROM wrong WHERE j.id = wrong.id;
+        GET DIAGNOSTICS v_rows = ROW_COUNT;
+        v_fixed := v_fixed + v_rows;
+        IF EXISTS (
+            SELECT 1 FROM plansync.jobs j JOIN plansync.connections c ON c.id = j.connection_id
+             WHERE j.connection_id = v_connection AND j.state IN ('queued', 'running')
+               AND j.blocked <> plansync.job_blocked(j.kind, c.active, c.needs_reauth,
+                                                     c.calendar_gone))
+        THEN
+            -- Some were locked: look again once their holders are gone.
+            UPDATE plansync.blocked_recheck SET horizon = NULL
+             WHERE connection_id = v_connection;
+        ELSE
+            DELETE FROM plansync.blocked_recheck WHERE connection_id = v_connection;
+        END IF;
+    END LOOP;
     UPDATE plansync.blocked_recheck SET horizon = pg_snapshot_xmax(pg_current_snapshot())
-     WHERE horizon IS NULL;
+     WHERE connection_id IN (SELECT connection_id FROM plansync.blocked_recheck
+                              WHERE horizon IS NULL FOR UPDATE SKIP LOCKED);
     RETURN v_fixed;
 END $$;
 
@@ -163,3 +196,14 @@ END $$;
 CREATE TRIGGER channels_repoll
     AFTER INSERT OR UPDATE OF state, retired_at, expires_at ON plansync.channels
     FOR EACH ROW EXECUTE FUNCTION plansync.channels_repoll();
+
+-- Vacuum ---------------------------------------------------------------------
+
+-- Both tables are rewritten row by row all day (every job passes through
+-- three versions; every connection gets a new `poll_at` once per polling
+-- slot), and the claim and the scheduler read their partial indexes from the
+-- low end, where the dead entries of those versions gather: vacuum them
+-- after a small share of changes, not the default fifth of the table.
+ALTER TABLE plansync.jobs SET (autovacuum_vacuum_scale_factor = 0.02,
+                               autovacuum_analyze_scale_factor = 0.02);
+ALTER TABLE plansync.connections SET (autovacuum_vacuum_scale_factor = 0.02);

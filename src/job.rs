@@ -40,7 +40,7 @@ impl JobKind {
     ];
 
     /// The stored spelling (also `status`'s `kind` and the metrics' label).
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             JobKind::Pull => "pull",
             JobKind::FullResync => "full_resync",
@@ -99,7 +99,7 @@ impl JobState {
         JobState::Superseded,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             JobState::Queued => "queued",
             JobState::Running => "running",

@@ -39,10 +39,10 @@ pub const REDIS_UP: &str = "plansync_redis_up";
 
 /// The `outcome` label of [`JOBS`] and [`DURATION`].
 pub mod outcome {
-    pub const SUCCEEDED: &str = "succeeded";
+    pub const SUCCEEDED: &str = crate::job::JobState::Succeeded.as_str();
     /// Failed, back in the queue (retry, snooze or back-off).
     pub const REQUEUED: &str = "requeued";
-    pub const DEAD: &str = "dead";
+    pub const DEAD: &str = crate::job::JobState::Dead.as_str();
     /// Lease lost, or released at shutdown: nothing recorded.
     pub const ABANDONED: &str = "abandoned";
     pub const ALL: [&str; 4] = [SUCCEEDED, REQUEUED, DEAD, ABANDONED];

@@ -203,6 +203,9 @@ pub struct Job {
     /// Set (for every clone) when the run starts writing its completion,
     /// which clears the lease: see [`Job::completion_started`].
     completing: Arc<AtomicBool>,
+    /// The claiming queue's completion batcher (`None` for a job made
+    /// elsewhere): [`Job::complete`] goes through it.
+    completions: Option<Arc<Completions>>,
 }
 
 impl Job {
@@ -233,7 +236,11 @@ impl Job {
     /// Completes a job that has no database effects of its own.
     pub async fn complete(&self, pool: &PgPool) -> Result<Done, JobError> {
         self.completing.store(true, Ordering::SeqCst);
-        match store::jobs::complete(pool, self.id, self.token).await? {
+        let ours = match &self.completions {
+            Some(batcher) => batcher.complete(self.id, self.token).await,
+            None => store::jobs::complete(pool, self.id, self.token).await,
+        };
+        match ours? {
             true => Ok(Done(())),
             false => Err(JobError::LeaseLost),
         }
@@ -295,11 +302,91 @@ pub fn retry_delay(base: Duration, failures: u32) -> Duration {
 pub struct Queue {
     pool: PgPool,
     settings: QueueSettings,
+    completions: Arc<Completions>,
+}
+
+/// Group commit of [`Job::complete`] (jobs with no database effects of
+/// their own): completions that arrive while one statement is on its way
+/// go together in the next, each still fenced by its own claim token
+/// ([`store::jobs::complete_many`]), so a busy worker spends one statement
+/// and one commit on many completions and an idle one waits for nobody.
+#[derive(Debug)]
+struct Completions {
+    pool: PgPool,
+    pending: std::sync::Mutex<Pending>,
+}
+
+/// `Some(ours)`: written by the batch; `None`: the batch failed, try alone.
+type Waiter = tokio::sync::oneshot::Sender<Option<bool>>;
+
+#[derive(Debug, Default)]
+struct Pending {
+    jobs: Vec<(JobId, Uuid, Waiter)>,
+    /// A flush task is running (it takes whatever is pending when it loops).
+    flushing: bool,
+}
+
+impl Completions {
+    async fn complete(self: &Arc<Self>, id: JobId, token: Uuid) -> Result<bool, StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut pending = self.pending.lock().expect("completions lock");
+            pending.jobs.push((id, token, tx));
+            !std::mem::replace(&mut pending.flushing, true)
+        };
+        if start {
+            // Its own task: a handler dropped mid-flush (lease lost,
+            // shutdown) must not take the others' completions with it.
+            tokio::spawn(self.clone().flush());
+        }
+        match rx.await {
+            Ok(Some(ours)) => Ok(ours),
+            // The batch failed (nothing of it was written: one statement),
+            // or the flush task died with its runtime: complete alone, still
+            // fenced, and report this job's own outcome or error.
+            Ok(None) | Err(_) => store::jobs::complete(&self.pool, id, token).await,
+        }
+    }
+
+    async fn flush(self: Arc<Self>) {
+        loop {
+            let batch = {
+                let mut pending = self.pending.lock().expect("completions lock");
+                if pending.jobs.is_empty() {
+                    pending.flushing = false;
+                    return;
+                }
+                std::mem::take(&mut pending.jobs)
+            };
+            let keys: Vec<(JobId, Uuid)> = batch.iter().map(|(id, t, _)| (*id, *t)).collect();
+            match store::jobs::complete_many(&self.pool, &keys).await {
+                Ok(done) => {
+                    let done: std::collections::HashSet<JobId> = done.into_iter().collect();
+                    for (id, _, waiter) in batch {
+                        let _ = waiter.send(Some(done.contains(&id)));
+                    }
+                }
+                Err(err) => {
+                    tracing::debug!(error = %crate::text::chain(&err), "batched completion failed");
+                    for (_, _, waiter) in batch {
+                        let _ = waiter.send(None);
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Queue {
     pub fn new(pool: PgPool, settings: QueueSettings) -> Self {
-        Queue { pool, settings }
+        Queue {
+            completions: Arc::new(Completions {
+                pool: pool.clone(),
+                pending: std::sync::Mutex::new(Pending::default()),
+            }),
+            pool,
+            settings,
+        }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -398,6 +485,7 @@ impl Queue {
                 token: row.claim_token,
                 lease: self.settings.lease,
                 completing: Arc::new(AtomicBool::new(false)),
+                completions: Some(self.completions.clone()),
             })
             .collect())
     }

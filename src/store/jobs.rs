@@ -118,9 +118,11 @@ pub async fn claim_batch(
                      FROM plansync.jobs j
                     WHERE j.state = 'queued' AND NOT j.blocked AND j.region = $1
                       AND j.run_at <= now() AND j.kind = ANY($2)
-                      AND NOT EXISTS (SELECT 1 FROM plansync.jobs r
-                                      WHERE r.connection_id = j.connection_id
-                                        AND r.state = 'running')
+                      -- A probe of the running jobs' unique index per
+                      -- candidate (LIMIT 1 keeps it from becoming a join).
+                      AND (SELECT 1 FROM plansync.jobs r
+                            WHERE r.connection_id = j.connection_id AND r.state = 'running'
+                            LIMIT 1) IS NULL
                     ORDER BY j.priority, j.run_at, j.id
                     LIMIT $5::BIGINT * 4
                       FOR UPDATE OF j SKIP LOCKED),
@@ -128,13 +130,19 @@ pub async fn claim_batch(
                    SELECT DISTINCT ON (connection_id) * FROM candidate
                     ORDER BY connection_id, priority, run_at, id),
                chosen AS (
+                   -- The connection row by primary key, locked, per
+                   -- candidate (a LATERAL with LIMIT: never a join that
+                   -- reads the connections table).
                    SELECT o.id FROM one_each o
-                     JOIN plansync.connections c ON c.id = o.connection_id
-                    WHERE NOT plansync.job_blocked(o.kind, c.active, c.needs_reauth,
-                                                   c.calendar_gone)
+                    CROSS JOIN LATERAL (
+                        SELECT 1 FROM plansync.connections c
+                         WHERE c.id = o.connection_id
+                           AND NOT plansync.job_blocked(o.kind, c.active, c.needs_reauth,
+                                                        c.calendar_gone)
+                         LIMIT 1
+                           FOR NO KEY UPDATE SKIP LOCKED) usable
                     ORDER BY o.priority, o.run_at, o.id
-                    LIMIT $5
-                      FOR NO KEY UPDATE OF c SKIP LOCKED)
+                    LIMIT $5)
                UPDATE plansync.jobs j SET state = 'running', claim_token = gen_random_uuid(),
                       locked_by = $3, locked_until = now() + make_interval(secs => $4),
                       started_at = now(), updated_at = now()
@@ -429,19 +437,11 @@ pub async fn schedule_pulls(
                       (SELECT max(ch.expires_at) FROM plansync.channels ch
                         WHERE ch.connection_id = c.id AND ch.state = 'live'
                           AND ch.retired_at IS NULL AND ch.expires_at > now()) AS live_until,
-                      (SELECT max(ch.expires_at - (ch.expires_at - ch.opened_at) / 3)
-                         FROM plansync.channels ch
-                        WHERE ch.connection_id = c.id AND ch.address = $6
-                          AND ch.state = 'live' AND ch.retired_at IS NULL) AS fresh_until,
-                      c.last_pull_at IS NOT NULL AND NOT EXISTS (
-                          SELECT 1 FROM plansync.jobs f
-                           WHERE f.connection_id = c.id AND f.kind = 'full_resync'
-                             AND f.state IN ('queued', 'running')) AS synced,
-                      EXISTS (SELECT 1 FROM plansync.jobs w
-                               WHERE w.connection_id = c.id AND w.kind = 'watch'
-                                 AND (w.state = 'running' OR (w.state = 'dead'
-                                      AND w.finished_at > now() - interval '1 hour')))
-                          AS watch_busy
+                      CASE WHEN $6::TEXT IS NOT NULL THEN (
+                          SELECT max(ch.expires_at - (ch.expires_at - ch.opened_at) / 3)
+                            FROM plansync.channels ch
+                           WHERE ch.connection_id = c.id AND ch.address = $6
+                             AND ch.state = 'live' AND ch.retired_at IS NULL) END AS fresh_until
                  FROM plansync.connections c
                 WHERE c.region = $1 AND c.active AND NOT c.needs_reauth AND NOT c.calendar_gone
                   AND c.poll_at <= now()
@@ -462,10 +462,11 @@ pub async fn schedule_pulls(
                SELECT s.id, s.region FROM slot s
                 WHERE (s.last_pull_at IS NULL OR s.last_pull_at < s.starts)
                   AND (s.backoff_until IS NULL OR s.backoff_until <= now())
-                  AND NOT EXISTS (SELECT 1 FROM plansync.jobs j
-                                  WHERE j.connection_id = s.id
-                                    AND j.kind IN ('pull', 'full_resync')
-                                    AND j.state IN ('queued', 'running'))),
+                  -- Scalar probes (LIMIT 1), not anti-joins: one index
+                  -- lookup per connection however large the jobs table.
+                  AND (SELECT 1 FROM plansync.jobs j
+                        WHERE j.connection_id = s.id AND j.kind IN ('pull', 'full_resync')
+                          AND j.state IN ('queued', 'running') LIMIT 1) IS NULL),
            enqueued AS (
                INSERT INTO plansync.jobs (kind, connection_id, region, priority)
                SELECT 'pull', due.id, due.region, $4 FROM due
@@ -476,8 +477,15 @@ pub async fn schedule_pulls(
            watch AS (
                INSERT INTO plansync.jobs (kind, connection_id, region)
                SELECT 'watch', s.id, s.region FROM slot s
-                WHERE $6::TEXT IS NOT NULL AND s.synced AND NOT s.watch_busy
+                WHERE $6::TEXT IS NOT NULL AND s.last_pull_at IS NOT NULL
                   AND (s.fresh_until IS NULL OR s.fresh_until <= now())
+                  AND (SELECT 1 FROM plansync.jobs f
+                        WHERE f.connection_id = s.id AND f.kind = 'full_resync'
+                          AND f.state IN ('queued', 'running') LIMIT 1) IS NULL
+                  AND (SELECT 1 FROM plansync.jobs w
+                        WHERE w.connection_id = s.id AND w.kind = 'watch'
+                          AND (w.state = 'running' OR (w.state = 'dead'
+                               AND w.finished_at > now() - interval '1 hour')) LIMIT 1) IS NULL
                ON CONFLICT (kind, connection_id, (COALESCE(appointment_id, 0)))
                    WHERE state = 'queued'
                DO UPDATE SET run_at = now(), updated_at = now()

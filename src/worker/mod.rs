@@ -193,6 +193,8 @@ pub const IDLE_POLL: Duration = Duration::from_secs(2);
 /// The most jobs one claim takes (the batch is also bounded by the free
 /// concurrency slots).
 pub const MAX_CLAIM_BATCH: usize = 32;
+/// How long a busy worker waits for more free slots before a claim.
+const CLAIM_GATHER: Duration = Duration::from_millis(5);
 /// Connections one scheduler statement looks at; a tick repeats it until
 /// fewer come back.
 const SCHEDULE_BATCH: i64 = 10_000;
@@ -573,12 +575,27 @@ impl<H: JobHandler> Worker<H> {
                 _ = shutdown.cancelled() => break,
                 permit = slots.clone().acquire_owned() => permit.expect("semaphore never closes"),
             };
-            // One claim takes as many jobs as there are free slots.
+            // One claim takes as many jobs as there are free slots. While
+            // jobs run, slots free up one by one: wait a moment for half of
+            // them rather than spend a claim on each.
             let mut permits = vec![first];
-            while permits.len() < MAX_CLAIM_BATCH {
-                match slots.clone().try_acquire_owned() {
-                    Ok(permit) => permits.push(permit),
-                    Err(_) => break,
+            let target = (cfg.concurrency / 2).clamp(1, MAX_CLAIM_BATCH);
+            let gather_until = tokio::time::Instant::now() + CLAIM_GATHER;
+            loop {
+                while permits.len() < MAX_CLAIM_BATCH {
+                    match slots.clone().try_acquire_owned() {
+                        Ok(permit) => permits.push(permit),
+                        Err(_) => break,
+                    }
+                }
+                if permits.len() >= target {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep_until(gather_until) => break,
+                    permit = slots.clone().acquire_owned() => {
+                        permits.push(permit.expect("semaphore never closes"));
+                    }
                 }
             }
             let wanted = permits.len();
