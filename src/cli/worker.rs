@@ -152,7 +152,7 @@ pub async fn resync(env: &Env, args: ResyncArgs) -> anyhow::Result<ExitCode> {
     } else {
         JobKind::Pull
     };
-    let mut tx = pool.begin().await?;
+    let mut tx = store::begin(&pool).await?;
     let targets =
         store::connections::resync_targets(&mut tx, args.user, args.calendar.as_ref()).await?;
     if targets.is_empty() {

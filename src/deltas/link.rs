@@ -10,6 +10,7 @@ use sqlx::PgConnection;
 
 use super::{ConnectionPayload, PlanItemDelta};
 use crate::ids::ConnectionId;
+use crate::store::connections::LinkChange;
 use crate::store::{self, StoreError};
 
 /// When the connection's needs-reauth / calendar-gone state differs from what
@@ -24,6 +25,14 @@ pub async fn announce_link_change(
     let Some(state) = store::connections::take_link_change(conn, id).await? else {
         return Ok(None);
     };
+    announce(conn, state).await.map(Some)
+}
+
+/// Tells the user of a state change the store has already recorded as told
+/// (e.g. by `store::connections::finish_pull`), in the caller's transaction.
+/// Returns the delta's version.
+pub async fn announce(conn: &mut PgConnection, state: LinkChange) -> Result<i64, StoreError> {
+    let id = state.id;
     let mut deltas = [PlanItemDelta::google_link(ConnectionPayload {
         id: state.id,
         calendar_id: state.calendar_id,
@@ -40,5 +49,5 @@ pub async fn announce_link_change(
         version,
         "google link state changed; user told"
     );
-    Ok(Some(version))
+    Ok(version)
 }

@@ -17,7 +17,7 @@ pub mod streams;
 pub mod timestamp;
 
 pub use batch::DeltaBatch;
-pub use link::announce_link_change;
+pub use link::{announce, announce_link_change};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

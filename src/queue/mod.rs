@@ -176,6 +176,18 @@ impl BackoffSchedule {
 #[derive(Debug)]
 pub struct Done(());
 
+/// What [`Job::open_sync`] found, in the transaction it opened.
+#[derive(Debug)]
+#[must_use = "a sync transaction's completion only counts once it commits"]
+pub struct SyncTransaction {
+    /// The connection is still active; its row is share-locked until the
+    /// transaction ends.
+    pub connection_active: bool,
+    pub generation: Option<i64>,
+    /// Set when the job was completed in this transaction.
+    pub done: Option<Done>,
+}
+
 /// What a running job gets from the worker besides its handler's own state.
 #[derive(Debug, Clone)]
 pub struct JobContext {
@@ -185,6 +197,23 @@ pub struct JobContext {
     /// future (rolling back an open transaction); checking it lets a handler
     /// stop between calls instead.
     pub cancel: CancellationToken,
+}
+
+/// What a job reads first, read by the claim that handed it out (one
+/// statement for the whole batch, in the claim's snapshot, with the
+/// connection's row locked by it), so that no job spends a round trip of its
+/// own before its first Google call.
+#[derive(Debug, Clone)]
+pub struct Prelude {
+    /// The job's connection. Only one job of a connection runs at a time, so
+    /// what sync jobs change on it (its sync token) cannot change under
+    /// the job; what admins change (a disconnect) each sync transaction
+    /// checks again on the row.
+    pub connection: store::connections::SyncConnection,
+    /// For a push: its appointment and link. A push whose appointment was
+    /// never sent finds the link of its insert already recorded by the claim
+    /// (an event id, no etag), durable before the insert is sent.
+    pub push: Option<store::push::PushState>,
 }
 
 /// A claimed job: what it is, and its lease.
@@ -198,6 +227,9 @@ pub struct Job {
     pub region: String,
     /// This run's number, from 1 (failed runs before it + 1).
     pub attempt: i32,
+    /// What the claim read (and, for a push, recorded) for this job in its
+    /// own statement: see [`Prelude`].
+    pub prelude: Arc<Prelude>,
     token: Uuid,
     lease: Duration,
     /// Set (for every clone) when the run starts writing its completion,
@@ -220,6 +252,41 @@ impl Job {
             true => Ok(()),
             false => Err(JobError::LeaseLost),
         }
+    }
+
+    /// Opens a sync transaction in one statement
+    /// ([`store::jobs::open_sync_transaction`]): fenced as [`Job::fence`]
+    /// (or completed, as [`Job::complete_in`], when `complete`: the job's
+    /// last transaction), the connection's row share-locked and its
+    /// `active` read, the transaction's writes marked as the worker's own,
+    /// and a new sweep generation drawn when `draw_generation`.
+    pub async fn open_sync(
+        &self,
+        tx: &mut PgConnection,
+        complete: bool,
+        draw_generation: bool,
+    ) -> Result<SyncTransaction, JobError> {
+        if complete {
+            self.completing.store(true, Ordering::SeqCst);
+        }
+        let opened = store::jobs::open_sync_transaction(
+            tx,
+            self.id,
+            self.token,
+            self.lease.as_secs_f64(),
+            self.connection,
+            complete,
+            draw_generation,
+        )
+        .await?;
+        if !opened.ours {
+            return Err(JobError::LeaseLost);
+        }
+        Ok(SyncTransaction {
+            connection_active: opened.connection_active,
+            generation: opened.generation,
+            done: complete.then_some(Done(())),
+        })
     }
 
     /// Marks the job succeeded inside `tx`, fenced: on `LeaseLost` the caller
@@ -482,6 +549,10 @@ impl Queue {
                 appointment: row.appointment_id,
                 region: row.region,
                 attempt: row.attempts + 1,
+                prelude: Arc::new(Prelude {
+                    connection: row.connection,
+                    push: row.push,
+                }),
                 token: row.claim_token,
                 lease: self.settings.lease,
                 completing: Arc::new(AtomicBool::new(false)),
@@ -511,7 +582,7 @@ impl Queue {
         if matches!(error, JobError::LeaseLost) {
             return Ok(Transition::LeaseLost);
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::store::begin(&self.pool).await?;
         let Some(attempts) = store::jobs::lock_running(&mut tx, job.id, job.token).await? else {
             return Ok(Transition::LeaseLost);
         };
@@ -597,7 +668,7 @@ impl Queue {
 
     /// Gives a job back unfinished (shutdown), due at once, no attempt spent.
     pub async fn release(&self, job: &Job) -> Result<Transition, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::store::begin(&self.pool).await?;
         let Some(attempts) = store::jobs::lock_running(&mut tx, job.id, job.token).await? else {
             return Ok(Transition::LeaseLost);
         };
@@ -612,7 +683,7 @@ impl Queue {
     /// Puts the running jobs of `region` whose lease has passed back in the
     /// queue (an attempt spent), or buries them when that was their last.
     pub async fn rescue(&self, region: &str) -> Result<Rescued, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = crate::store::begin(&self.pool).await?;
         let mut rescued = Rescued::default();
         for expired in store::jobs::lock_expired(&mut tx, region).await? {
             let (id, attempts) = (expired.id, expired.attempts);

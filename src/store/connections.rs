@@ -149,7 +149,7 @@ pub async fn connect(
 /// job enqueued here has stopped them (or failed to for good): stopping a
 /// channel needs the user's grant.
 pub async fn disconnect(pool: &PgPool, id: ConnectionId) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     // Locked first, so a watch job recording a channel it is about to open
     // (it share-locks this row) is either seen below or sees us.
     let found = sqlx::query_scalar!(
@@ -209,8 +209,9 @@ pub async fn resync_targets(
     Ok(rows)
 }
 
-/// What a sync job needs to know about its connection.
-#[derive(Debug, Clone)]
+/// What a sync job needs to know about its connection. Its `Debug` leaves
+/// the (encrypted) refresh token out: jobs carry this and are logged.
+#[derive(Clone)]
 pub struct SyncConnection {
     pub id: ConnectionId,
     pub user_id: UserId,
@@ -233,42 +234,27 @@ pub struct SyncConnection {
     pub has_skipped: bool,
 }
 
-pub async fn load_for_sync(
-    conn: &mut PgConnection,
-    id: ConnectionId,
-) -> Result<SyncConnection, StoreError> {
-    sqlx::query_as!(
-        SyncConnection,
-        r#"SELECT c.id AS "id: ConnectionId", c.user_id AS "user_id: UserId",
-             c.calendar_id AS "calendar_id: CalendarId", c.active, c.refresh_token_enc,
-             c.subject AS "subject: Subject", c.sync_token AS "sync_token: SyncToken",
-             c.calendar_time_zone, c.needs_reauth, c.calendar_gone,
-             (c.active AND c.id = plansync.push_target(c.user_id)) AS "is_push_target!",
-             c.last_pull_at IS NULL AS "never_pulled!",
-             EXISTS (SELECT 1 FROM plansync.skipped_events s WHERE s.connection_id = c.id)
-                 AS "has_skipped!"
-         FROM plansync.connections c WHERE c.id = $1"#,
-        id.0,
-    )
-    .fetch_optional(conn)
-    .await?
-    .ok_or(StoreError::UnknownConnection(id))
-}
-
-/// Whether the connection is still active, holding a share lock on its row
-/// until the caller's transaction ends, so a `disconnect` waits for it. A pull
-/// page checks this before writing: once disconnected, the host's edits are
-/// not recorded as pending pushes (the re-connect finds them by
-/// `updated_at`), so a page written after the disconnect would overwrite them
-/// as if they were not there.
-pub async fn lock_if_active(conn: &mut PgConnection, id: ConnectionId) -> Result<bool, StoreError> {
-    let active = sqlx::query_scalar!(
-        "SELECT active FROM plansync.connections WHERE id = $1 FOR SHARE",
-        id.0
-    )
-    .fetch_optional(conn)
-    .await?;
-    Ok(active.unwrap_or(false))
+impl std::fmt::Debug for SyncConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncConnection")
+            .field("id", &self.id)
+            .field("user_id", &self.user_id)
+            .field("calendar_id", &self.calendar_id)
+            .field("active", &self.active)
+            .field(
+                "refresh_token_enc",
+                &self.refresh_token_enc.as_ref().map(|_| "[redacted]"),
+            )
+            .field("subject", &self.subject)
+            .field("sync_token", &self.sync_token)
+            .field("calendar_time_zone", &self.calendar_time_zone)
+            .field("needs_reauth", &self.needs_reauth)
+            .field("calendar_gone", &self.calendar_gone)
+            .field("is_push_target", &self.is_push_target)
+            .field("never_pulled", &self.never_pulled)
+            .field("has_skipped", &self.has_skipped)
+            .finish()
+    }
 }
 
 /// Why a connection cannot be synced until an admin acts.
@@ -347,29 +333,45 @@ pub async fn record_failure(
     Ok(delay.map(Duration::from_secs_f64))
 }
 
-/// The end of a successful pull: the new sync token (only ever stored with
-/// the last page), the calendar's zone, and a clean error state. The caller
-/// announces a recovered link in the same transaction.
+/// Records a finished pull: the new sync token (kept when the listing gave
+/// none), the calendar's zone, the failure bookkeeping cleared (a gone
+/// calendar is back). Like [`take_link_change`], in the same statement,
+/// returns the connection's state when its user was last told another one
+/// (to be told in the caller's transaction).
 pub async fn finish_pull(
     conn: &mut PgConnection,
     id: ConnectionId,
     sync_token: Option<&SyncToken>,
     calendar_time_zone: Option<&str>,
-) -> Result<(), StoreError> {
-    sqlx::query!(
-        "UPDATE plansync.connections SET sync_token = $2, \
-             sync_token_at = CASE WHEN $2::TEXT IS NULL THEN sync_token_at ELSE now() END, \
-             calendar_time_zone = COALESCE($3, calendar_time_zone), last_pull_at = now(), \
-             last_error = NULL, calendar_gone = FALSE, failing_since = NULL, failures = 0, \
-             backoff_until = NULL, updated_at = now() \
-         WHERE id = $1",
+) -> Result<Option<LinkChange>, StoreError> {
+    let row = sqlx::query!(
+        r#"UPDATE plansync.connections SET sync_token = $2,
+               sync_token_at = CASE WHEN $2::TEXT IS NULL THEN sync_token_at ELSE now() END,
+               calendar_time_zone = COALESCE($3, calendar_time_zone), last_pull_at = now(),
+               last_error = NULL, calendar_gone = FALSE, failing_since = NULL, failures = 0,
+               backoff_until = NULL, updated_at = now(),
+               announced_needs_reauth = needs_reauth, announced_calendar_gone = FALSE
+         WHERE id = $1
+         -- SET sees the row as it was: whether the user's last news differs.
+         RETURNING id AS "id: ConnectionId", user_id AS "user_id: UserId",
+             calendar_id AS "calendar_id: CalendarId", needs_reauth, calendar_gone, last_error,
+             (SELECT (o.announced_needs_reauth, o.announced_calendar_gone)
+                     IS DISTINCT FROM (o.needs_reauth, FALSE)
+                FROM plansync.connections o WHERE o.id = $1) AS "news!""#,
         id.0,
         sync_token.map(SyncToken::as_str),
         calendar_time_zone,
     )
-    .execute(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?;
-    Ok(())
+    Ok(row.filter(|r| r.news).map(|r| LinkChange {
+        id: r.id,
+        user_id: r.user_id,
+        calendar_id: r.calendar_id,
+        needs_reauth: r.needs_reauth,
+        calendar_gone: r.calendar_gone,
+        last_error: r.last_error,
+    }))
 }
 
 /// Which kinds of credentials the active connections of `region` use, so

@@ -17,16 +17,23 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
+use super::appointments::maybe_appointment;
+use super::connections::SyncConnection;
+use super::push::PushState;
 use super::status::{DeadJobRow, RunningJobRow};
 use super::StoreError;
-use crate::ids::{AppointmentId, ConnectionId, JobId, UserId};
+use crate::ids::{
+    AppointmentId, CalendarId, ConnectionId, Etag, EventId, JobId, Subject, SyncToken, UserId,
+};
 use crate::job::{JobKind, JobState};
 
 /// The `NOTIFY` channel an enqueue wakes idle workers on; the payload is the
 /// job's region.
 pub const NOTIFY_CHANNEL: &str = "plansync_jobs";
 
-/// A job as a claim returns it.
+/// A job as a claim returns it, with what the job reads first (its
+/// *prelude*), read and written in the claim's own statement so that a job
+/// spends no round trip of its own before its first call to Google.
 #[derive(Debug, Clone)]
 pub struct ClaimedRow {
     pub id: JobId,
@@ -37,6 +44,11 @@ pub struct ClaimedRow {
     pub attempts: i32,
     pub claim_token: Uuid,
     pub locked_until: DateTime<Utc>,
+    /// The job's connection as the claim found it (its row locked by the
+    /// claim: see [`claim_batch`]).
+    pub connection: SyncConnection,
+    /// For a push: its appointment and link (see [`claim_batch`]).
+    pub push: Option<PushState>,
 }
 
 /// What a waiter sees of one job.
@@ -142,16 +154,69 @@ pub async fn claim_batch(
                          LIMIT 1
                            FOR NO KEY UPDATE SKIP LOCKED) usable
                     ORDER BY o.priority, o.run_at, o.id
-                    LIMIT $5)
-               UPDATE plansync.jobs j SET state = 'running', claim_token = gen_random_uuid(),
-                      locked_by = $3, locked_until = now() + make_interval(secs => $4),
-                      started_at = now(), updated_at = now()
-                 FROM chosen WHERE j.id = chosen.id
-               RETURNING j.id AS "id: JobId", j.kind AS "kind: JobKind",
-                         j.connection_id AS "connection_id: ConnectionId",
-                         j.appointment_id AS "appointment_id: AppointmentId",
-                         j.region, j.attempts, j.priority,
-                         j.claim_token AS "claim_token!", j.locked_until AS "locked_until!""#,
+                    LIMIT $5),
+               claimed AS (
+                   UPDATE plansync.jobs j SET state = 'running', claim_token = gen_random_uuid(),
+                          locked_by = $3, locked_until = now() + make_interval(secs => $4),
+                          started_at = now(), updated_at = now()
+                     FROM chosen WHERE j.id = chosen.id
+                   RETURNING j.id, j.kind, j.connection_id, j.appointment_id, j.region,
+                             j.attempts, j.priority, j.claim_token, j.locked_until),
+               -- A push whose appointment no calendar holds yet records the
+               -- event id of its insert here (a link without etag), so the
+               -- id is durable before the insert is sent and a retry after a
+               -- lost answer sends the same one (store::push). The test is
+               -- sync::push's plan for "not sent yet": the appointment
+               -- exists, is the connection's user's, and has no link.
+               recorded AS (
+                   INSERT INTO plansync.links (connection_id, appointment_id, event_id)
+                   SELECT cl.connection_id, cl.appointment_id,
+                          plansync.event_id(cl.connection_id, cl.appointment_id,
+                                            nextval('plansync.event_incarnation'))
+                     FROM claimed cl
+                     JOIN plansync.connections c ON c.id = cl.connection_id
+                     JOIN public.appointments a ON a.id = cl.appointment_id
+                    WHERE cl.kind = 'push' AND c.active AND a.user_id = c.user_id
+                      AND NOT EXISTS (SELECT 1 FROM plansync.links l
+                                       WHERE l.appointment_id = cl.appointment_id)
+                   ON CONFLICT DO NOTHING
+                   RETURNING id, appointment_id, event_id)
+           SELECT cl.id AS "id!: JobId", cl.kind AS "kind!: JobKind",
+                  cl.connection_id AS "connection_id!: ConnectionId",
+                  cl.appointment_id AS "appointment_id?: AppointmentId",
+                  cl.region AS "region!", cl.attempts AS "attempts!", cl.priority AS "priority!",
+                  cl.claim_token AS "claim_token!", cl.locked_until AS "locked_until!",
+                  c.user_id AS "connection_user_id!: UserId",
+                  c.calendar_id AS "calendar_id!: CalendarId", c.active AS "active!",
+                  c.refresh_token_enc AS "refresh_token_enc?", c.subject AS "subject?: Subject",
+                  c.sync_token AS "sync_token?: SyncToken",
+                  c.calendar_time_zone AS "calendar_time_zone?",
+                  c.needs_reauth AS "needs_reauth!", c.calendar_gone AS "calendar_gone!",
+                  (c.active AND c.id = plansync.push_target(c.user_id)) AS "is_push_target!",
+                  c.last_pull_at IS NULL AS "never_pulled!",
+                  EXISTS (SELECT 1 FROM plansync.skipped_events s WHERE s.connection_id = c.id)
+                      AS "has_skipped!",
+                  a.user_id AS "user_id?: UserId", a.summary AS "summary?",
+                  a.description AS "description?", a.location AS "location?",
+                  plansync.storable_time(a.start_at) AS "start_at?",
+                  plansync.storable_time(a.end_at) AS "end_at?",
+                  a.start_time_zone AS "start_time_zone?", a.end_time_zone AS "end_time_zone?",
+                  a.all_day AS "all_day?",
+                  plansync.storable_time(a.created_at) AS "created_at?",
+                  plansync.storable_time(a.updated_at) AS "updated_at?",
+                  COALESCE(l.id, r.id) AS "link_id?",
+                  COALESCE(l.connection_id, CASE WHEN r.id IS NOT NULL THEN cl.connection_id END)
+                      AS "link_connection?: ConnectionId",
+                  COALESCE(l.event_id, r.event_id) AS "event_id?: EventId",
+                  l.etag AS "etag?: Etag", l.remote_updated_at AS "remote_updated_at?",
+                  (cl.appointment_id IS NOT NULL AND EXISTS (
+                      SELECT 1 FROM plansync.parked_pushes p
+                       WHERE p.appointment_id = cl.appointment_id)) AS "parked!"
+             FROM claimed cl
+             JOIN plansync.connections c ON c.id = cl.connection_id
+             LEFT JOIN public.appointments a ON cl.kind = 'push' AND a.id = cl.appointment_id
+             LEFT JOIN plansync.links l ON cl.kind = 'push' AND l.appointment_id = cl.appointment_id
+             LEFT JOIN recorded r ON r.appointment_id = cl.appointment_id"#,
             region,
             &kinds,
             worker,
@@ -165,6 +230,33 @@ pub async fn claim_batch(
                 let mut rows: Vec<_> = rows
                     .into_iter()
                     .map(|r| {
+                        let connection = SyncConnection {
+                            id: r.connection_id,
+                            user_id: r.connection_user_id,
+                            calendar_id: r.calendar_id,
+                            active: r.active,
+                            refresh_token_enc: r.refresh_token_enc,
+                            subject: r.subject,
+                            sync_token: r.sync_token,
+                            calendar_time_zone: r.calendar_time_zone,
+                            needs_reauth: r.needs_reauth,
+                            calendar_gone: r.calendar_gone,
+                            is_push_target: r.is_push_target,
+                            never_pulled: r.never_pulled,
+                            has_skipped: r.has_skipped,
+                        };
+                        let push = match (r.kind, r.appointment_id) {
+                            (JobKind::Push, Some(appointment)) => Some(PushState::from_parts(
+                                maybe_appointment!(r).into_row(appointment),
+                                r.link_id,
+                                r.link_connection,
+                                r.event_id,
+                                r.etag,
+                                r.remote_updated_at,
+                                r.parked,
+                            )),
+                            _ => None,
+                        };
                         let row = ClaimedRow {
                             id: r.id,
                             kind: r.kind,
@@ -174,6 +266,8 @@ pub async fn claim_batch(
                             attempts: r.attempts,
                             claim_token: r.claim_token,
                             locked_until: r.locked_until,
+                            connection,
+                            push,
                         };
                         (r.priority, row)
                     })
@@ -226,17 +320,14 @@ pub async fn extend_lease<'e>(
     token: Uuid,
     lease_secs: f64,
 ) -> Result<bool, StoreError> {
-    let rows = sqlx::query!(
-        "UPDATE plansync.jobs SET locked_until = now() + make_interval(secs => $3) \
-         WHERE id = $1 AND claim_token = $2 AND state = 'running'",
+    Ok(sqlx::query_scalar!(
+        r#"SELECT plansync.extend_job_lease($1, $2, $3) AS "ours!""#,
         id.0,
         token,
         lease_secs,
     )
-    .execute(executor)
-    .await?
-    .rows_affected();
-    Ok(rows == 1)
+    .fetch_one(executor)
+    .await?)
 }
 
 /// Marks the job succeeded; `false` when the lease is no longer ours.
@@ -245,17 +336,13 @@ pub async fn complete<'e>(
     id: JobId,
     token: Uuid,
 ) -> Result<bool, StoreError> {
-    let rows = sqlx::query!(
-        "UPDATE plansync.jobs SET state = 'succeeded', claim_token = NULL, locked_until = NULL, \
-             last_error = NULL, finished_at = now(), updated_at = now() \
-         WHERE id = $1 AND claim_token = $2 AND state = 'running'",
+    Ok(sqlx::query_scalar!(
+        r#"SELECT plansync.complete_job($1, $2) AS "ours!""#,
         id.0,
         token,
     )
-    .execute(executor)
-    .await?
-    .rows_affected();
-    Ok(rows == 1)
+    .fetch_one(executor)
+    .await?)
 }
 
 /// Marks several jobs succeeded in one statement, each fenced by its own
@@ -268,17 +355,67 @@ pub async fn complete_many<'e>(
     let ids: Vec<i64> = jobs.iter().map(|(id, _)| id.0).collect();
     let tokens: Vec<Uuid> = jobs.iter().map(|(_, t)| *t).collect();
     let done = sqlx::query_scalar!(
-        r#"UPDATE plansync.jobs j SET state = 'succeeded', claim_token = NULL,
-               locked_until = NULL, last_error = NULL, finished_at = now(), updated_at = now()
-             FROM UNNEST($1::BIGINT[], $2::UUID[]) AS d(id, token)
-            WHERE j.id = d.id AND j.claim_token = d.token AND j.state = 'running'
-           RETURNING j.id AS "id: JobId""#,
+        r#"SELECT d.id AS "id!: JobId" FROM UNNEST($1::BIGINT[], $2::UUID[]) AS d(id, token)
+            WHERE plansync.complete_job(d.id, d.token)"#,
         &ids,
         &tokens,
     )
     .fetch_all(executor)
     .await?;
     Ok(done)
+}
+
+/// What [`open_sync_transaction`] found.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncOpening {
+    /// The lease is still ours (extended, or the job completed as asked).
+    pub ours: bool,
+    /// The job's connection is still active (its row now share-locked).
+    pub connection_active: bool,
+    /// A new sweep generation, when one was asked for.
+    pub generation: Option<i64>,
+}
+
+/// The first statement of a sync job's transaction, doing in one round trip
+/// what each of its transactions needs first: fences the job (lease extended,
+/// or the job completed when `complete`: the transaction then commits the
+/// job's success with its effects), share-locks the connection row so a
+/// `disconnect` waits for the transaction and reports whether it is still
+/// active, marks the transaction's writes as the worker's own (the host's
+/// triggers then record nothing to push back: see
+/// [`super::appointments::mark_origin_google`]) and, when asked, draws a new
+/// sweep generation. Both transitions are the functions of migration 0020,
+/// so they mean here what they mean everywhere.
+pub async fn open_sync_transaction(
+    conn: &mut PgConnection,
+    id: JobId,
+    token: Uuid,
+    lease_secs: f64,
+    connection: ConnectionId,
+    complete: bool,
+    draw_generation: bool,
+) -> Result<SyncOpening, StoreError> {
+    let row = sqlx::query!(
+        r#"SELECT CASE WHEN $4 THEN plansync.complete_job($1, $2)
+                       ELSE plansync.extend_job_lease($1, $2, $3) END AS "ours!",
+                  COALESCE((SELECT c.active FROM plansync.connections c WHERE c.id = $5
+                               FOR SHARE), FALSE) AS "active!",
+                  set_config('plansync.origin', 'google', true) AS "origin!",
+                  CASE WHEN $6 THEN nextval('plansync.sync_generation') END AS generation"#,
+        id.0,
+        token,
+        lease_secs,
+        complete,
+        connection.0,
+        draw_generation,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(SyncOpening {
+        ours: row.ours,
+        connection_active: row.active,
+        generation: row.generation,
+    })
 }
 
 /// Locks a running job if the lease is still ours, returning its attempts.
@@ -554,7 +691,7 @@ pub async fn prune(pool: &PgPool, finished_secs: f64, dead_secs: f64) -> Result<
 /// Requeues dead jobs (of one user's connections, when given), due at once
 /// with a fresh attempt count. Returns how many.
 pub async fn retry_dead(pool: &PgPool, user: Option<UserId>) -> Result<u64, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let ids = sqlx::query_scalar!(
         r#"SELECT j.id AS "id: JobId" FROM plansync.jobs j
              JOIN plansync.connections c ON c.id = j.connection_id

@@ -96,3 +96,17 @@ pub async fn connect(
         .await
         .map_err(StoreError::from)
 }
+
+/// The target [`begin`] logs on.
+pub const BEGIN_LOG_TARGET: &str = "plansync::store::tx";
+
+/// Starts a transaction. sqlx logs every statement it sends (target
+/// `sqlx::query`) except BEGIN, which it queues without its logger; this
+/// logs it at the same level, so a statement log (`RUST_LOG=sqlx::query=debug,
+/// plansync::store::tx=debug`) shows every round trip, and the tests that hold
+/// the worker to its statement budgets count them all.
+pub async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let tx = pool.begin().await?;
+    tracing::debug!(target: BEGIN_LOG_TARGET, "BEGIN");
+    Ok(tx)
+}

@@ -59,19 +59,20 @@ pub async fn append(
         .enumerate()
         .map(|(i, version)| render(i, *version))
         .collect();
+    // The rows and the relay's wake-up in one round trip; the notification
+    // is delivered at commit, and only if the transaction commits.
     sqlx::query!(
-        "INSERT INTO plansync.outbox (user_id, version, delta) \
-         SELECT $1, v, d::JSON FROM UNNEST($2::BIGINT[], $3::TEXT[]) AS t(v, d)",
+        r#"WITH rows AS (
+               INSERT INTO plansync.outbox (user_id, version, delta)
+               SELECT $1, v, d::JSON FROM UNNEST($2::BIGINT[], $3::TEXT[]) AS t(v, d))
+           SELECT pg_notify($4, '')"#,
         user.0,
         &versions,
         &bodies,
+        NOTIFY_CHANNEL,
     )
     .execute(&mut *conn)
     .await?;
-    // Delivered at commit, and only if the transaction commits.
-    sqlx::query!("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
-        .execute(&mut *conn)
-        .await?;
     Ok(new_version)
 }
 

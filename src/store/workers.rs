@@ -20,7 +20,7 @@ pub async fn beat(
     calls_per_min: i32,
     poll_interval_secs: Option<i32>,
 ) -> Result<i64, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     sqlx::query!(
         "INSERT INTO plansync.workers (worker_id, region, calls_per_min, poll_interval_secs) \
          VALUES ($1, $2, $3, $4) \

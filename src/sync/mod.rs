@@ -166,7 +166,7 @@ pub async fn google_failure(
         NextStep::CalendarGone => Blocked::CalendarGone,
     };
     let marked = async {
-        let mut tx = pool.begin().await?;
+        let mut tx = crate::store::begin(&pool).await?;
         job.fence(&mut tx).await?;
         connections::mark_blocked(&mut tx, connection, blocked, &message).await?;
         crate::deltas::announce_link_change(&mut tx, connection).await?;

@@ -45,14 +45,24 @@ use crate::store::links::{self, LinkRefresh};
 use crate::store::skipped::{self, Skip};
 use crate::store::StoreError;
 
-/// Where a pull lists from.
+/// Where a pull lists from. A full listing's sweep generation is drawn by
+/// its first page's transaction (see [`pull`]).
 #[derive(Debug, Clone)]
 enum Mode {
     Incremental(SyncToken),
-    Full {
-        generation: i64,
-        time_min: DateTime<Utc>,
-    },
+    Full { time_min: DateTime<Utc> },
+}
+
+impl Mode {
+    fn full(deps: &SyncDeps) -> Mode {
+        // lookback_days is range-checked at start-up (at most 100 years).
+        let time_min = Utc::now()
+            .checked_sub_signed(chrono::Duration::days(i64::from(
+                deps.settings.lookback_days,
+            )))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        Mode::Full { time_min }
+    }
 }
 
 enum PullError {
@@ -78,31 +88,29 @@ impl From<sqlx::Error> for PullError {
     }
 }
 
-/// Runs a `pull` or `full_resync` job.
+/// Runs a `pull` or `full_resync` job. The connection is the one its claim
+/// read ([`crate::queue::Prelude`]): no statement before the first listing.
 pub async fn run(deps: &SyncDeps, ctx: &JobContext, job: &Job) -> Result<Done, JobError> {
     let pool = &ctx.pool;
-    let connection = {
-        let mut conn = pool.acquire().await?;
-        connections::load_for_sync(&mut conn, job.connection).await?
-    };
+    let connection = &job.prelude.connection;
     if !connection.active {
         // Disconnected after the job was queued: nothing to pull.
         return job.complete(pool).await;
     }
-    let client = deps.client(&connection)?;
+    let client = deps.client(connection)?;
     let mut mode = match (&connection.sync_token, job.kind) {
         (Some(token), JobKind::Pull) => Mode::Incremental(token.clone()),
-        _ => full_mode(deps, pool).await?,
+        _ => Mode::full(deps),
     };
     loop {
-        match pull(deps, ctx, job, &connection, &client, &mode).await {
+        match pull(deps, ctx, job, connection, &client, &mode).await {
             Ok(done) => return Ok(done),
             Err(PullError::Google(err))
                 if err.next_step() == NextStep::FullResync
                     && matches!(mode, Mode::Incremental(_)) =>
             {
                 tracing::info!(reason = ?err.reason(), "sync token refused: full sync");
-                mode = full_mode(deps, pool).await?;
+                mode = Mode::full(deps);
             }
             Err(PullError::Google(err)) => {
                 return Err(google_failure(pool, job, connection.id, err).await)
@@ -110,21 +118,6 @@ pub async fn run(deps: &SyncDeps, ctx: &JobContext, job: &Job) -> Result<Done, J
             Err(PullError::Job(err)) => return Err(err),
         }
     }
-}
-
-async fn full_mode(deps: &SyncDeps, pool: &sqlx::PgPool) -> Result<Mode, JobError> {
-    let mut conn = pool.acquire().await?;
-    let generation = links::next_generation(&mut conn).await?;
-    // lookback_days is range-checked at start-up (at most 100 years).
-    let time_min = Utc::now()
-        .checked_sub_signed(chrono::Duration::days(i64::from(
-            deps.settings.lookback_days,
-        )))
-        .unwrap_or(DateTime::<Utc>::MIN_UTC);
-    Ok(Mode::Full {
-        generation,
-        time_min,
-    })
 }
 
 async fn pull(
@@ -135,13 +128,12 @@ async fn pull(
     client: &CalendarClient,
     mode: &Mode,
 ) -> Result<Done, PullError> {
-    let (mut query, generation) = match mode {
-        Mode::Incremental(token) => (ListQuery::incremental(token.clone()), None),
-        Mode::Full {
-            generation,
-            time_min,
-        } => (ListQuery::full(*time_min), Some(*generation)),
+    let (mut query, full) = match mode {
+        Mode::Incremental(token) => (ListQuery::incremental(token.clone()), false),
+        Mode::Full { time_min } => (ListQuery::full(*time_min), true),
     };
+    // A full listing's generation, drawn by its first page's transaction.
+    let mut generation: Option<i64> = None;
     let mut pages = 0u32;
     // Every job ends: a page token Google already gave us in this listing, or
     // more pages than PLANSYNC_MAX_PAGES, fails the job instead of listing
@@ -191,15 +183,33 @@ async fn pull(
         // A connection only while the page is written: none is held while
         // Google is listing, so a worker's calls in flight never pin the
         // pool (PLANSYNC_DB_POOL is independent of PLANSYNC_CONCURRENCY).
-        let mut tx = ctx.pool.begin().await?;
-        job.fence(&mut tx).await?;
-        if !connections::lock_if_active(&mut tx, connection.id).await? {
+        // The last page's transaction also completes the job, so the sweep,
+        // the new token and the success commit together or not at all.
+        let last = next.is_none();
+        let mut tx = crate::store::begin(&ctx.pool).await?;
+        let opened = job
+            .open_sync(&mut tx, last, full && generation.is_none())
+            .await?;
+        if full && generation.is_none() {
+            generation = Some(opened.generation.ok_or_else(|| {
+                JobError::fatal("the page's transaction drew no sweep generation")
+            })?);
+        }
+        if !opened.connection_active {
             // Disconnected while we listed: edits made since are the
             // re-connect's to push, never ours to overwrite.
-            tx.rollback().await?;
-            return Ok(job.complete(&ctx.pool).await?);
+            return Ok(match opened.done {
+                // Nothing but the completion was written.
+                Some(done) => {
+                    tx.commit().await?;
+                    done
+                }
+                None => {
+                    tx.rollback().await?;
+                    job.complete(&ctx.pool).await?
+                }
+            });
         }
-        appointments::mark_origin_google(&mut tx).await?;
         let mut batch = DeltaBatch::new();
         let events = dedup_by_id(&page.events);
         let zone = page
@@ -221,19 +231,17 @@ async fn pull(
             record_skipped(&mut tx, connection, &page).await?;
             has_skipped = true;
         }
-        if let Some(next) = next {
+        let Some(done) = opened.done else {
             batch.write(&mut tx, deps.settings.bulk_threshold).await?;
             tx.commit().await?;
-            query = query.next_page(next);
+            if let Some(next) = next {
+                query = query.next_page(next);
+            }
             continue;
-        }
+        };
         // The last page: sweep, store the token, complete — one transaction.
-        if let Mode::Full {
-            generation,
-            time_min,
-        } = mode
-        {
-            for (id, user) in links::sweep(&mut tx, connection.id, *generation, *time_min).await? {
+        if let (Mode::Full { time_min }, Some(generation)) = (mode, generation) {
+            for (id, user) in links::sweep(&mut tx, connection.id, generation, *time_min).await? {
                 batch.deleted(user, id);
             }
             // Set-aside events this whole listing did not show again (gone,
@@ -244,7 +252,6 @@ async fn pull(
         }
         finish(&mut tx, connection, &page).await?;
         batch.write(&mut tx, deps.settings.bulk_threshold).await?;
-        let done = job.complete_in(&mut tx).await?;
         tx.commit().await?;
         let total = started.elapsed();
         tracing::info!(
@@ -252,7 +259,7 @@ async fn pull(
             events = events_seen,
             listing_ms = (listing.as_secs_f64() * 1e4).round() / 10.0,
             writing_ms = (total.saturating_sub(listing).as_secs_f64() * 1e4).round() / 10.0,
-            full = generation.is_some(),
+            full,
             "pull finished"
         );
         return Ok(done);
@@ -295,7 +302,7 @@ async fn finish(
     connection: &SyncConnection,
     page: &EventPage,
 ) -> Result<(), StoreError> {
-    connections::finish_pull(
+    let change = connections::finish_pull(
         tx,
         connection.id,
         page.next_sync_token.as_ref(),
@@ -303,7 +310,9 @@ async fn finish(
     )
     .await?;
     // A successful sync after the calendar was gone: tell the user.
-    crate::deltas::announce_link_change(tx, connection.id).await?;
+    if let Some(change) = change {
+        crate::deltas::announce(tx, change).await?;
+    }
     // DESIGN.md: the first sync of a push-target connection pushes the user's
     // appointments that no connection links yet.
     if connection.never_pulled && connection.is_push_target {

@@ -45,7 +45,7 @@ use crate::ids::{AppointmentId, ConnectionId, Etag, EventId, UserId};
 use crate::queue::{Done, Job, JobContext, JobError, JobKind, Queue};
 use crate::store::appointments::{self, AppointmentRow};
 use crate::store::conflicts;
-use crate::store::connections::{self, SyncConnection};
+use crate::store::connections::SyncConnection;
 use crate::store::links::{self, LinkRefresh};
 use crate::store::push::{self as push_store, PushLink, PushState};
 use crate::store::skipped;
@@ -62,12 +62,14 @@ pub async fn run(deps: &SyncDeps, ctx: &JobContext, job: &Job) -> Result<Done, J
         .appointment
         .ok_or_else(|| JobError::fatal("a push job without an appointment"))?;
     let pool = &ctx.pool;
-    let (connection, state) = {
-        let mut conn = pool.acquire().await?;
-        let connection = connections::load_for_sync(&mut conn, job.connection).await?;
-        let state = push_store::load(&mut conn, appointment).await?;
-        (connection, state)
-    };
+    // Both read by the claim (`queue::Prelude`), which also recorded the
+    // event id of a first insert: no statement before the call to Google.
+    let connection = &job.prelude.connection;
+    let state = job
+        .prelude
+        .push
+        .clone()
+        .ok_or_else(|| JobError::fatal("a push job claimed without its appointment's state"))?;
     if !connection.active {
         // Disconnected after the change was recorded: a re-connect's sync
         // takes it from here.
@@ -87,10 +89,9 @@ pub async fn run(deps: &SyncDeps, ctx: &JobContext, job: &Job) -> Result<Done, J
     {
         if let Some(reason) = row.fields.push_problem() {
             tracing::warn!(appointment = %row.id, %reason, "push parked: invalid appointment");
-            let mut tx = pool.begin().await?;
-            job.fence(&mut tx).await?;
-            skipped::park_push(&mut tx, job.connection, row.id, &reason).await?;
+            let mut tx = crate::store::begin(pool).await?;
             let done = job.complete_in(&mut tx).await?;
+            skipped::park_push(&mut tx, job.connection, row.id, &reason).await?;
             tx.commit().await?;
             return Ok(done);
         }
@@ -106,8 +107,8 @@ pub async fn run(deps: &SyncDeps, ctx: &JobContext, job: &Job) -> Result<Done, J
         deps,
         pool,
         job,
-        client: deps.client(&connection)?,
-        connection: &connection,
+        client: deps.client(connection)?,
+        connection,
     };
     let outcome = match plan {
         Plan::Nothing => Outcome::Nothing,
@@ -286,17 +287,23 @@ impl Push<'_> {
         google_failure(self.pool, self.job, self.connection.id, err).await
     }
 
-    /// Inserts under the link's event id, recording a new one first when
-    /// there is no link yet.
+    /// Inserts under the link's event id (recorded by the claim, committed
+    /// before this call: see `store::jobs::claim_batch`).
     async fn insert(
         &self,
         appointment: AppointmentRow,
         link: Option<PushLink>,
     ) -> Result<Outcome, JobError> {
-        let link = match link {
-            Some(link) => link,
-            None => self.record_insert(appointment.id).await?,
-        };
+        // The claim records the link of every first insert it hands out;
+        // none here means another writer linked the appointment while it
+        // claimed (its snapshot saw no link, its insert met one): the next
+        // run sees that link.
+        let link = link.ok_or_else(|| {
+            JobError::retry(format!(
+                "appointment {} was linked while its push was claimed",
+                appointment.id
+            ))
+        })?;
         let properties = private_properties(self.connection.id, appointment.id);
         let new = NewEvent {
             id: &link.event_id,
@@ -330,18 +337,6 @@ impl Push<'_> {
             }
             Err(err) => Err(self.fail(err).await),
         }
-    }
-
-    /// Draws the insert's event id and commits it in a new link, fenced.
-    async fn record_insert(&self, appointment: AppointmentId) -> Result<PushLink, JobError> {
-        let mut tx = self.pool.begin().await?;
-        self.job.fence(&mut tx).await?;
-        let salt = push_store::event_id_salt(&mut tx).await?;
-        let incarnation = push_store::next_incarnation(&mut tx).await?;
-        let id = event_id(&salt, self.connection.id, appointment, incarnation);
-        let link = push_store::record_insert(&mut tx, self.connection.id, appointment, &id).await?;
-        tx.commit().await?;
-        Ok(link)
     }
 
     async fn patch(
@@ -588,8 +583,10 @@ impl Push<'_> {
     }
 
     async fn apply(&self, outcome: Outcome) -> Result<Done, JobError> {
-        let mut tx = self.pool.begin().await?;
-        self.job.fence(&mut tx).await?;
+        let mut tx = crate::store::begin(self.pool).await?;
+        // Completed first: the fenced completion is also the fence (it locks
+        // the job row), and the outcome below commits with it or not at all.
+        let done = self.job.complete_in(&mut tx).await?;
         let connection = self.connection.id;
         match outcome {
             Outcome::Nothing => {}
@@ -689,7 +686,6 @@ impl Push<'_> {
                 Queue::enqueue_owner_push(&mut tx, appointment).await?;
             }
         }
-        let done = self.job.complete_in(&mut tx).await?;
         tx.commit().await?;
         Ok(done)
     }

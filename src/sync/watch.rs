@@ -39,7 +39,7 @@ use crate::channel::{ChannelId, ChannelToken};
 use crate::google::{CalendarClient, GoogleError, NextStep, WatchRequest};
 use crate::queue::{Done, Job, JobContext, JobError};
 use crate::store::channels::{self, ChannelRow};
-use crate::store::connections::{self, SyncConnection};
+use crate::store::connections::SyncConnection;
 
 use super::{google_failure, SyncDeps};
 
@@ -60,11 +60,10 @@ pub mod metric {
 /// Runs a `watch` job.
 pub async fn run(deps: &SyncDeps, ctx: &JobContext, job: &Job) -> Result<Done, JobError> {
     let pool = &ctx.pool;
-    let (connection, state) = {
+    let connection = &job.prelude.connection;
+    let state = {
         let mut conn = pool.acquire().await?;
-        let connection = connections::load_for_sync(&mut conn, job.connection).await?;
-        let state = channels::watch_state(&mut conn, job.connection).await?;
-        (connection, state)
+        channels::watch_state(&mut conn, job.connection).await?
     };
     let wanted = deps.webhook_url.as_deref().filter(|_| {
         connection.active && !connection.needs_reauth && !connection.calendar_gone && state.synced
@@ -134,7 +133,7 @@ async fn open(
 ) -> Result<Option<Opened>, JobError> {
     let id = ChannelId::random();
     let token = ChannelToken::generate();
-    let mut tx = ctx.pool.begin().await?;
+    let mut tx = crate::store::begin(&ctx.pool).await?;
     job.fence(&mut tx).await?;
     if !channels::record_opening(&mut tx, connection.id, id, &token.hash(), address).await? {
         return Ok(None);
@@ -153,7 +152,7 @@ async fn open(
         // Google opened the channel and only its answer was lost.
         Err(err) => return Err(google_failure(&ctx.pool, job, connection.id, err).await),
     };
-    let mut tx = ctx.pool.begin().await?;
+    let mut tx = crate::store::begin(&ctx.pool).await?;
     job.fence(&mut tx).await?;
     let still_wanted = channels::mark_live(
         &mut tx,
@@ -229,7 +228,7 @@ async fn stop(
         StopOutcome::Unknown => ("unknown", None),
         StopOutcome::GivenUp(why) => ("given_up", Some(why.as_str())),
     };
-    let mut tx = ctx.pool.begin().await?;
+    let mut tx = crate::store::begin(&ctx.pool).await?;
     job.fence(&mut tx).await?;
     channels::mark_stopped(&mut tx, channel.id, error).await?;
     tx.commit().await?;
@@ -246,7 +245,7 @@ async fn stop(
 }
 
 async fn finish(ctx: &JobContext, job: &Job, renew: bool) -> Result<Done, JobError> {
-    let mut tx = ctx.pool.begin().await?;
+    let mut tx = crate::store::begin(&ctx.pool).await?;
     job.fence(&mut tx).await?;
     channels::finish_run(&mut tx, job.connection, renew).await?;
     let done = job.complete_in(&mut tx).await?;

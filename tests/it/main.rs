@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod budgets;
 mod catch_up;
 mod contract;
 mod delegation;

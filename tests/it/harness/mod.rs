@@ -8,6 +8,7 @@
 //! queue-level helpers ([`jobs`]), a private `redis-server`, plain HTTP.
 
 mod http;
+pub mod statements;
 pub mod jobs;
 mod process;
 mod redis_server;

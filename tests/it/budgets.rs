@@ -1,0 +1,178 @@
+//! Statement budgets (issue 19): what one job sends to PostgreSQL, counted
+//! from the worker's own statement log ([`StatementRecorder`]): the claim
+//! that handed the job out, every statement of the job (BEGIN, COMMIT and
+//! `set_config` included) and its completion. Each test first checks the job
+//! did its work, so a budget is never met by doing nothing.
+//!
+//! - a first or incremental pull of a small calendar: at most 2 transactions
+//!   and 12 statements;
+//! - a push of one appointment (insert, patch or delete): at most 2
+//!   transactions and 10 statements.
+
+use chrono::{Duration, SecondsFormat, Utc};
+use serde_json::{json, Value};
+
+use crate::harness::statements::{JobCost, StatementRecorder};
+use crate::harness::{stderr, SyncApp};
+
+const PULL_STATEMENTS: usize = 12;
+const PUSH_STATEMENTS: usize = 10;
+const TRANSACTIONS: usize = 2;
+
+fn at(days: i64, hour: u32) -> String {
+    let day = (Utc::now() + Duration::days(days)).date_naive();
+    day.and_hms_opt(hour, 0, 0)
+        .unwrap()
+        .and_utc()
+        .to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn event(summary: &str, days: i64) -> Value {
+    json!({
+        "summary": summary,
+        "start": {"dateTime": at(days, 9), "timeZone": "Europe/Berlin"},
+        "end": {"dateTime": at(days, 10), "timeZone": "Europe/Berlin"},
+    })
+}
+
+async fn summaries(app: &SyncApp) -> Vec<String> {
+    sqlx::query_scalar("SELECT summary FROM appointments ORDER BY summary")
+        .fetch_all(&app.app.pool)
+        .await
+        .unwrap()
+}
+
+/// One in-process pass, recorded; the pass must run exactly one job, and it
+/// must succeed.
+async fn recorded_pass(app: &SyncApp) -> JobCost {
+    let recorder = StatementRecorder::start();
+    let report = app.run_once().await;
+    let cost = recorder.job_cost();
+    drop(recorder);
+    assert_eq!(
+        (report.ran, report.succeeded),
+        (1, 1),
+        "the pass should run one job, successfully: {report:?}"
+    );
+    cost
+}
+
+fn assert_within(what: &str, cost: &JobCost, statements: usize) {
+    assert!(
+        cost.statements() <= statements && cost.transactions() <= TRANSACTIONS,
+        "{what}: {} statements in {} transactions (budget {statements} in {TRANSACTIONS}):\n{}",
+        cost.statements(),
+        cost.transactions(),
+        cost.listing()
+    );
+}
+
+async fn resync(app: &SyncApp) {
+    let out = app.run(&["resync", "--user", "1"], "").await;
+    assert!(out.status.success(), "resync: {}", stderr(&out));
+}
+
+#[tokio::test]
+async fn a_first_pull_of_a_small_calendar_stays_within_its_budget() {
+    let app = SyncApp::spawn().await;
+    for (i, name) in ["Alpha", "Bravo", "Charlie", "Delta", "Echo"].iter().enumerate() {
+        app.google
+            .create_event("primary", event(name, i as i64 + 1))
+            .unwrap();
+    }
+    app.connect(1, "primary", &[]).await;
+    let cost = recorded_pass(&app).await;
+    assert_eq!(
+        summaries(&app).await,
+        ["Alpha", "Bravo", "Charlie", "Delta", "Echo"]
+    );
+    assert_within("first pull", &cost, PULL_STATEMENTS);
+}
+
+#[tokio::test]
+async fn an_incremental_pull_of_a_small_calendar_stays_within_its_budget() {
+    let app = SyncApp::spawn().await;
+    let id = app.google.create_event("primary", event("Standup", 1)).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.google.create_event("primary", event("Review", 2)).unwrap();
+    app.connect(1, "primary", &[]).await;
+    app.run_once().await;
+
+    // One edit and one new event: an update, a link refresh, an insert and
+    // their deltas.
+    app.google
+        .patch_event("primary", &id, json!({"summary": "Standup (moved)"}))
+        .unwrap();
+    app.google.create_event("primary", event("Retro", 3)).unwrap();
+    resync(&app).await;
+    let cost = recorded_pass(&app).await;
+    assert_eq!(
+        summaries(&app).await,
+        ["Retro", "Review", "Standup (moved)"]
+    );
+    assert_within("incremental pull", &cost, PULL_STATEMENTS);
+
+    // Nothing changed: the cheapest pull there is.
+    resync(&app).await;
+    let cost = recorded_pass(&app).await;
+    assert_within("no-change pull", &cost, PULL_STATEMENTS);
+}
+
+async fn host_insert(app: &SyncApp, summary: &str) -> i64 {
+    let start = Utc::now() + Duration::days(2);
+    sqlx::query_scalar(
+        "INSERT INTO appointments (user_id, summary, start_at, end_at, start_time_zone, \
+             end_time_zone) VALUES (1, $1, $2, $3, 'Europe/Berlin', 'Europe/Berlin') RETURNING id",
+    )
+    .bind(summary)
+    .bind(start)
+    .bind(start + Duration::hours(1))
+    .fetch_one(&app.app.pool)
+    .await
+    .unwrap()
+}
+
+fn google_summaries(app: &SyncApp) -> Vec<String> {
+    let mut names: Vec<String> = app
+        .google
+        .list_events("primary", "singleEvents=true")
+        .unwrap()
+        .iter()
+        .filter(|e| e["status"] != "cancelled")
+        .filter_map(|e| e["summary"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_push_stays_within_its_budget_for_an_insert_a_patch_and_a_delete() {
+    let app = SyncApp::spawn().await;
+    app.connect(1, "primary", &[]).await;
+    app.run_once().await;
+
+    let id = host_insert(&app, "Dentist").await;
+    let cost = recorded_pass(&app).await;
+    assert_eq!(google_summaries(&app), ["Dentist"]);
+    assert_within("push (insert)", &cost, PUSH_STATEMENTS);
+
+    sqlx::query("UPDATE appointments SET summary = 'Dentist (moved)' WHERE id = $1")
+        .bind(id)
+        .execute(&app.app.pool)
+        .await
+        .unwrap();
+    let cost = recorded_pass(&app).await;
+    assert_eq!(google_summaries(&app), ["Dentist (moved)"]);
+    assert_within("push (patch)", &cost, PUSH_STATEMENTS);
+
+    sqlx::query("DELETE FROM appointments WHERE id = $1")
+        .bind(id)
+        .execute(&app.app.pool)
+        .await
+        .unwrap();
+    let cost = recorded_pass(&app).await;
+    assert!(google_summaries(&app).is_empty());
+    assert_within("push (delete)", &cost, PUSH_STATEMENTS);
+}
