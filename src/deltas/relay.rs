@@ -92,7 +92,9 @@ impl Relay {
     /// Publishes one batch. Returns how many rows went out; 0 when nothing is
     /// pending that another relay is not already holding.
     pub async fn relay_batch(&mut self) -> Result<usize, RelayError> {
-        let mut tx = crate::store::begin(&self.pool).await.map_err(StoreError::from)?;
+        let mut tx = crate::store::begin(&self.pool)
+            .await
+            .map_err(StoreError::from)?;
         let rows = store::outbox::claim_batch(
             &mut tx,
             self.settings.batch_users,

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::appointments::maybe_appointment;
 use super::connections::SyncConnection;
-use super::push::PushState;
+use super::push::{LinkColumns, PushState};
 use super::status::{DeadJobRow, RunningJobRow};
 use super::StoreError;
 use crate::ids::{
@@ -211,7 +211,8 @@ pub async fn claim_batch(
                   l.etag AS "etag?: Etag", l.remote_updated_at AS "remote_updated_at?",
                   (cl.appointment_id IS NOT NULL AND EXISTS (
                       SELECT 1 FROM plansync.parked_pushes p
-                       WHERE p.appointment_id = cl.appointment_id)) AS "parked!"
+                       WHERE p.appointment_id = cl.appointment_id)) AS "parked!",
+                  r.id IS NOT NULL AS "link_is_new!"
              FROM claimed cl
              JOIN plansync.connections c ON c.id = cl.connection_id
              LEFT JOIN public.appointments a ON cl.kind = 'push' AND a.id = cl.appointment_id
@@ -248,12 +249,15 @@ pub async fn claim_batch(
                         let push = match (r.kind, r.appointment_id) {
                             (JobKind::Push, Some(appointment)) => Some(PushState::from_parts(
                                 maybe_appointment!(r).into_row(appointment),
-                                r.link_id,
-                                r.link_connection,
-                                r.event_id,
-                                r.etag,
-                                r.remote_updated_at,
+                                LinkColumns {
+                                    id: r.link_id,
+                                    connection_id: r.link_connection,
+                                    event_id: r.event_id,
+                                    etag: r.etag,
+                                    remote_updated_at: r.remote_updated_at,
+                                },
                                 r.parked,
+                                r.link_is_new,
                             )),
                             _ => None,
                         };

@@ -105,7 +105,9 @@ pub const BEGIN_LOG_TARGET: &str = "plansync::store::tx";
 /// logs it at the same level, so a statement log (`RUST_LOG=sqlx::query=debug,
 /// plansync::store::tx=debug`) shows every round trip, and the tests that hold
 /// the worker to its statement budgets count them all.
-pub async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+pub async fn begin(
+    pool: &PgPool,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
     let tx = pool.begin().await?;
     tracing::debug!(target: BEGIN_LOG_TARGET, "BEGIN");
     Ok(tx)

@@ -36,6 +36,18 @@ pub struct PushState {
     pub link: Option<PushLink>,
     /// An earlier push of this appointment was parked.
     pub parked: bool,
+    /// The link is the one the claim just recorded for a first insert:
+    /// nothing was ever sent under its event id.
+    pub link_is_new: bool,
+}
+
+/// A link's columns as an outer join reads them (all NULL: no link).
+pub(super) struct LinkColumns {
+    pub(super) id: Option<i64>,
+    pub(super) connection_id: Option<ConnectionId>,
+    pub(super) event_id: Option<EventId>,
+    pub(super) etag: Option<Etag>,
+    pub(super) remote_updated_at: Option<DateTime<Utc>>,
 }
 
 impl PushState {
@@ -44,25 +56,23 @@ impl PushState {
     /// which reads the same columns for the push jobs it hands out.
     pub(super) fn from_parts(
         appointment: Option<AppointmentRow>,
-        link_id: Option<i64>,
-        link_connection: Option<ConnectionId>,
-        event_id: Option<EventId>,
-        etag: Option<Etag>,
-        remote_updated_at: Option<DateTime<Utc>>,
+        columns: LinkColumns,
         parked: bool,
+        link_is_new: bool,
     ) -> PushState {
-        let link = match (link_id, link_connection, event_id) {
+        let link = match (columns.id, columns.connection_id, columns.event_id) {
             (Some(id), Some(connection_id), Some(event_id)) => Some(PushLink {
                 id,
                 connection_id,
                 event_id,
-                etag,
-                remote_updated_at,
+                etag: columns.etag,
+                remote_updated_at: columns.remote_updated_at,
             }),
             _ => None,
         };
         PushState {
             appointment,
+            link_is_new: link_is_new && link.is_some(),
             link,
             parked,
         }
@@ -86,4 +96,17 @@ pub async fn lock_appointment(
     .fetch_optional(conn)
     .await?;
     Ok(row.map(|t| t.unwrap_or(crate::model::UNSTORABLE_TIME)))
+}
+
+/// Forgets the link the claim recorded for an insert that will not be sent
+/// (the row is parked as invalid): nothing was sent under its event id, and
+/// an unsent link would only make the next push look like a retry.
+pub async fn forget_unsent_link(conn: &mut PgConnection, link: i64) -> Result<(), StoreError> {
+    sqlx::query!(
+        "DELETE FROM plansync.links WHERE id = $1 AND etag IS NULL",
+        link
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
 }

@@ -15,7 +15,7 @@ use crate::store::StoreError;
 ///
 /// [`store::connections::connect`]: crate::store::connections::connect
 pub async fn connect(pool: &PgPool, new: NewConnection<'_>) -> Result<ConnectOutcome, StoreError> {
-    let mut tx = crate::store::begin(&pool).await?;
+    let mut tx = crate::store::begin(pool).await?;
     let outcome = connections::connect(&mut tx, new).await?;
     deltas::announce_link_change(&mut tx, outcome.id).await?;
     tx.commit().await?;

@@ -2,10 +2,12 @@
 //! (appointments → Google) and `reconcile`, the pure decisions they share.
 //!
 //! [`SyncDeps`] is what every sync job needs besides the database: the Google
-//! client, the token cipher and the settings. It keeps one token provider per
-//! connection, so consecutive jobs of a connection reuse its access token
-//! instead of refreshing it every time; a re-connect (new refresh token)
-//! replaces it.
+//! client, the token cipher and the settings. It keeps one calendar client
+//! (the hub and the token provider with its access token) per connection, in
+//! a bounded least-recently-used cache ([`CLIENT_CACHE_CAPACITY`]), so
+//! consecutive jobs of a connection neither decrypt its refresh token nor
+//! refresh its access token nor build a hub again; a re-connect (a new
+//! refresh token, or a new member for a delegated one) replaces its entry.
 //!
 //! [`google_failure`] is the one place where a Google error becomes a queue
 //! outcome: rate limits snooze, transient failures retry, `invalid_grant` and a
@@ -19,16 +21,17 @@ pub mod push;
 pub mod reconcile;
 pub mod watch;
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use hashlink::LruCache;
 
 use sqlx::PgPool;
 
 use crate::config::SyncSettings;
 use crate::crypto::TokenCipher;
-use crate::google::{CalendarClient, GoogleClient, GoogleError, NextStep, TokenProvider};
-use crate::ids::ConnectionId;
+use crate::google::{CalendarClient, GoogleClient, GoogleError, NextStep};
+use crate::ids::{ConnectionId, Subject};
 use crate::queue::{BackoffSchedule, Failure, Job, JobError};
 use crate::store::connections::{self, Blocked, SyncConnection};
 
@@ -42,7 +45,28 @@ pub struct SyncDeps {
     /// `PLANSYNC_WEBHOOK_URL`: where notification channels point; `None`,
     /// no channels (the watch job stops any left).
     pub webhook_url: Option<String>,
-    tokens: Mutex<HashMap<ConnectionId, (Vec<u8>, TokenProvider)>>,
+    clients: Mutex<LruCache<ConnectionId, CachedClient>>,
+}
+
+/// The connections whose clients a worker keeps: a client is a few
+/// kilobytes, and a worker serves far fewer connections than this between
+/// two jobs of one connection unless it serves a whole region alone (then a
+/// miss costs one decryption and one token refresh, as without a cache).
+pub const CLIENT_CACHE_CAPACITY: usize = 4096;
+
+/// A cached client, with the credentials it was built from: a connection
+/// whose credentials changed (re-connected) gets a new one.
+struct CachedClient {
+    credentials: Credentials,
+    client: Arc<CalendarClient>,
+}
+
+#[derive(PartialEq, Eq)]
+enum Credentials {
+    /// The stored (encrypted) refresh token.
+    RefreshToken(Vec<u8>),
+    /// The member a delegated connection acts as.
+    Delegated(Subject),
 }
 
 impl std::fmt::Debug for SyncDeps {
@@ -61,7 +85,7 @@ impl SyncDeps {
             cipher,
             settings,
             webhook_url: None,
-            tokens: Mutex::new(HashMap::new()),
+            clients: Mutex::new(LruCache::new(CLIENT_CACHE_CAPACITY)),
         }
     }
 
@@ -72,51 +96,73 @@ impl SyncDeps {
     }
 
     /// The calendar client of a connection: over its refresh token, or over
-    /// the service account acting as its member. When the stored token cannot
-    /// be decrypted (wrong `PLANSYNC_TOKEN_KEY`) the job backs off without
-    /// spending attempts until an operator fixes the key.
-    pub fn client(&self, connection: &SyncConnection) -> Result<CalendarClient, JobError> {
-        if let Some(subject) = &connection.subject {
-            // The service account keeps one cache per member, shared by all
-            // of that member's connections; nothing to keep per connection.
-            return Ok(self.google.calendar_client_with(
-                self.google
-                    .delegated_provider(&connection.id.to_string(), subject),
-            ));
-        }
-        let stored = connection.refresh_token_enc.as_deref().ok_or_else(|| {
-            JobError::fatal(format!(
-                "connection {} has no refresh token (disconnected)",
-                connection.id
-            ))
-        })?;
-        let mut cache = self.tokens.lock().expect("token cache lock");
-        if let Some((enc, provider)) = cache.get(&connection.id) {
-            if enc.as_slice() == stored {
-                return Ok(self.google.calendar_client_with(provider.clone()));
+    /// the service account acting as its member; cached (see the module
+    /// doc). When the stored token cannot be decrypted (wrong
+    /// `PLANSYNC_TOKEN_KEY`) the job backs off without spending attempts
+    /// until an operator fixes the key.
+    pub fn client(&self, connection: &SyncConnection) -> Result<Arc<CalendarClient>, JobError> {
+        let credentials = match (&connection.subject, &connection.refresh_token_enc) {
+            (Some(subject), _) => Credentials::Delegated(subject.clone()),
+            (None, Some(stored)) => Credentials::RefreshToken(stored.clone()),
+            (None, None) => {
+                return Err(JobError::fatal(format!(
+                    "connection {} has no refresh token (disconnected)",
+                    connection.id
+                )))
+            }
+        };
+        if let Some(cached) = self
+            .clients
+            .lock()
+            .expect("client cache lock")
+            .get(&connection.id)
+        {
+            if cached.credentials == credentials {
+                return Ok(cached.client.clone());
             }
         }
-        // A token the key cannot open is an operator's mistake (a replica with
-        // the wrong PLANSYNC_TOKEN_KEY), never the user's: back off and say so,
-        // never mark the connection needs-reauth.
-        let token = self
-            .cipher
-            .decrypt(connection.user_id, &connection.calendar_id, stored)
-            .map_err(|e| JobError::Backoff {
-                reason: Failure::new(
-                    "PLANSYNC_TOKEN_KEY cannot decrypt this connection's refresh token \
-                     (is this worker running with the wrong key?)",
-                    e,
-                ),
-                schedule: BackoffSchedule::OPERATOR,
-            })?;
-        // Keyed by the connection: each is one Google principal with its own
-        // per-user budget.
-        let provider = self
-            .google
-            .token_provider_for(&connection.id.to_string(), token);
-        cache.insert(connection.id, (stored.to_vec(), provider.clone()));
-        Ok(self.google.calendar_client_with(provider))
+        let provider = match &credentials {
+            // Keyed by the connection: each is one Google principal with its
+            // own per-user budget. The service account keeps one token cache
+            // per member, shared by all of that member's connections.
+            Credentials::Delegated(subject) => self
+                .google
+                .delegated_provider(&connection.id.to_string(), subject),
+            Credentials::RefreshToken(stored) => {
+                // A token the key cannot open is an operator's mistake (a
+                // replica with the wrong PLANSYNC_TOKEN_KEY), never the
+                // user's: back off and say so, never mark the connection
+                // needs-reauth.
+                let token = self
+                    .cipher
+                    .decrypt(connection.user_id, &connection.calendar_id, stored)
+                    .map_err(|e| JobError::Backoff {
+                        reason: Failure::new(
+                            "PLANSYNC_TOKEN_KEY cannot decrypt this connection's refresh token \
+                             (is this worker running with the wrong key?)",
+                            e,
+                        ),
+                        schedule: BackoffSchedule::OPERATOR,
+                    })?;
+                self.google
+                    .token_provider_for(&connection.id.to_string(), token)
+            }
+        };
+        let client = Arc::new(self.google.calendar_client_with(provider));
+        self.clients.lock().expect("client cache lock").insert(
+            connection.id,
+            CachedClient {
+                credentials,
+                client: client.clone(),
+            },
+        );
+        Ok(client)
+    }
+
+    /// How many connections' clients are cached (at most
+    /// [`CLIENT_CACHE_CAPACITY`]).
+    pub fn cached_clients(&self) -> usize {
+        self.clients.lock().expect("client cache lock").len()
     }
 }
 
@@ -166,7 +212,7 @@ pub async fn google_failure(
         NextStep::CalendarGone => Blocked::CalendarGone,
     };
     let marked = async {
-        let mut tx = crate::store::begin(&pool).await?;
+        let mut tx = crate::store::begin(pool).await?;
         job.fence(&mut tx).await?;
         connections::mark_blocked(&mut tx, connection, blocked, &message).await?;
         crate::deltas::announce_link_change(&mut tx, connection).await?;

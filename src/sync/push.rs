@@ -76,6 +76,11 @@ pub async fn run(deps: &SyncDeps, ctx: &JobContext, job: &Job) -> Result<Done, J
         return job.complete(pool).await;
     }
     let was_parked = state.parked;
+    let new_link = state
+        .link
+        .as_ref()
+        .filter(|_| state.link_is_new)
+        .map(|l| l.id);
     let plan = plan(job.connection, connection.user_id, appointment, state);
     // Host rows are validated before anything is sent: a row Google would
     // refuse (or that we cannot even express) is parked with its reason,
@@ -92,6 +97,9 @@ pub async fn run(deps: &SyncDeps, ctx: &JobContext, job: &Job) -> Result<Done, J
             let mut tx = crate::store::begin(pool).await?;
             let done = job.complete_in(&mut tx).await?;
             skipped::park_push(&mut tx, job.connection, row.id, &reason).await?;
+            if let Some(link) = new_link {
+                push_store::forget_unsent_link(&mut tx, link).await?;
+            }
             tx.commit().await?;
             return Ok(done);
         }
@@ -275,7 +283,7 @@ struct Push<'a> {
     pool: &'a PgPool,
     job: &'a Job,
     connection: &'a SyncConnection,
-    client: CalendarClient,
+    client: std::sync::Arc<CalendarClient>,
 }
 
 impl Push<'_> {
@@ -762,6 +770,7 @@ mod tests {
             appointment,
             link,
             parked: false,
+            link_is_new: false,
         }
     }
 

@@ -87,11 +87,11 @@ pub async fn run(deps: &SyncDeps, ctx: &JobContext, job: &Job) -> Result<Done, J
         return finish(ctx, job, wanted.is_some()).await;
     }
 
-    let client = deps.client(&connection)?;
+    let client = deps.client(connection)?;
     let mut resource_id = state.known_resource_id.clone();
     // Open first, stop after: the connection is never without a live channel.
     if let Some(address) = open_at {
-        if let Some(opened) = open(ctx, job, &connection, &client, address).await? {
+        if let Some(opened) = open(ctx, job, connection, &client, address).await? {
             resource_id = Some(opened.resource_id.clone());
             if !opened.still_wanted {
                 to_stop.push(opened.row);
@@ -105,7 +105,7 @@ pub async fn run(deps: &SyncDeps, ctx: &JobContext, job: &Job) -> Result<Done, J
         stop(
             ctx,
             job,
-            &connection,
+            connection,
             &client,
             channel,
             resource_id.as_deref(),

@@ -75,7 +75,10 @@ async fn resync(app: &SyncApp) {
 #[tokio::test]
 async fn a_first_pull_of_a_small_calendar_stays_within_its_budget() {
     let app = SyncApp::spawn().await;
-    for (i, name) in ["Alpha", "Bravo", "Charlie", "Delta", "Echo"].iter().enumerate() {
+    for (i, name) in ["Alpha", "Bravo", "Charlie", "Delta", "Echo"]
+        .iter()
+        .enumerate()
+    {
         app.google
             .create_event("primary", event(name, i as i64 + 1))
             .unwrap();
@@ -92,11 +95,16 @@ async fn a_first_pull_of_a_small_calendar_stays_within_its_budget() {
 #[tokio::test]
 async fn an_incremental_pull_of_a_small_calendar_stays_within_its_budget() {
     let app = SyncApp::spawn().await;
-    let id = app.google.create_event("primary", event("Standup", 1)).unwrap()["id"]
+    let id = app
+        .google
+        .create_event("primary", event("Standup", 1))
+        .unwrap()["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    app.google.create_event("primary", event("Review", 2)).unwrap();
+    app.google
+        .create_event("primary", event("Review", 2))
+        .unwrap();
     app.connect(1, "primary", &[]).await;
     app.run_once().await;
 
@@ -105,7 +113,9 @@ async fn an_incremental_pull_of_a_small_calendar_stays_within_its_budget() {
     app.google
         .patch_event("primary", &id, json!({"summary": "Standup (moved)"}))
         .unwrap();
-    app.google.create_event("primary", event("Retro", 3)).unwrap();
+    app.google
+        .create_event("primary", event("Retro", 3))
+        .unwrap();
     resync(&app).await;
     let cost = recorded_pass(&app).await;
     assert_eq!(
@@ -175,4 +185,54 @@ async fn a_push_stays_within_its_budget_for_an_insert_a_patch_and_a_delete() {
     let cost = recorded_pass(&app).await;
     assert!(google_summaries(&app).is_empty());
     assert_within("push (delete)", &cost, PUSH_STATEMENTS);
+}
+
+#[tokio::test]
+async fn a_worker_reuses_a_connections_client_and_access_token_across_its_jobs() {
+    use plansync::worker::setup::WorkerSetup;
+    use plansync_fake_google::Operation;
+
+    let app = SyncApp::spawn().await;
+    app.google
+        .create_event("primary", event("Standup", 1))
+        .unwrap();
+    app.connect(1, "primary", &[]).await;
+    let setup = WorkerSetup::from_env(&app.worker_env(&[])).await.unwrap();
+    app.google.clear_requests();
+    let tokens = |app: &SyncApp| {
+        app.google
+            .requests()
+            .iter()
+            .filter(|r| r.operation == Operation::Token)
+            .count()
+    };
+
+    let first = setup.worker.run_once().await.unwrap();
+    assert_eq!((first.ran, first.succeeded), (1, 1));
+    assert_eq!(tokens(&app), 1, "the first job refreshes the access token");
+    for summary in ["Review", "Retro"] {
+        app.google
+            .create_event("primary", event(summary, 2))
+            .unwrap();
+        resync(&app).await;
+        let pass = setup.worker.run_once().await.unwrap();
+        assert_eq!((pass.ran, pass.succeeded), (1, 1));
+    }
+    assert_eq!(summaries(&app).await, ["Retro", "Review", "Standup"]);
+    assert_eq!(
+        tokens(&app),
+        1,
+        "later jobs of the connection reuse its client and access token"
+    );
+
+    // A re-connect stores a new refresh token: the next job builds a new
+    // client with it (a new token grant), never the old one.
+    app.connect(1, "primary", &[]).await;
+    let pass = setup.worker.run_once().await.unwrap();
+    assert_eq!((pass.ran, pass.succeeded), (1, 1));
+    assert_eq!(
+        tokens(&app),
+        2,
+        "a re-connected connection gets a new client"
+    );
 }

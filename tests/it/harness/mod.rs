@@ -8,10 +8,10 @@
 //! queue-level helpers ([`jobs`]), a private `redis-server`, plain HTTP.
 
 mod http;
-pub mod statements;
 pub mod jobs;
 mod process;
 mod redis_server;
+pub mod statements;
 mod sync_app;
 
 use std::process::Output;

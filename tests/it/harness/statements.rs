@@ -42,7 +42,10 @@ pub struct Statement {
 
 impl Statement {
     fn is(&self, keyword: &str) -> bool {
-        self.sql.trim_start().to_ascii_uppercase().starts_with(keyword)
+        self.sql
+            .trim_start()
+            .to_ascii_uppercase()
+            .starts_with(keyword)
     }
 
     pub fn is_begin(&self) -> bool {
@@ -142,7 +145,8 @@ impl StatementRecorder {
             .filter(|s| s.is_claim() && s.rows_returned > 0)
             .count();
         assert_eq!(
-            claims, 1,
+            claims,
+            1,
             "expected exactly one claim that returned a job; recorded:\n{}",
             JobCost { statements: all }.listing()
         );
@@ -190,9 +194,11 @@ where
         } else {
             fields.statement
         };
-        let in_job = ctx
-            .event_scope(event)
-            .is_some_and(|scope| scope.from_root().any(|s| s.extensions().get::<JobSpan>().is_some()));
+        let in_job = ctx.event_scope(event).is_some_and(|scope| {
+            scope
+                .from_root()
+                .any(|s| s.extensions().get::<JobSpan>().is_some())
+        });
         self.log.lock().unwrap().push(Statement {
             sql,
             rows_returned: fields.rows_returned,

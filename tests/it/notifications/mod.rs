@@ -186,6 +186,33 @@ async fn jobs_after(app: &SyncApp, mark: i64) -> Vec<String> {
         .unwrap()
 }
 
+/// The database's clock.
+async fn db_now(app: &SyncApp) -> chrono::DateTime<chrono::Utc> {
+    sqlx::query_scalar("SELECT now()")
+        .fetch_one(&app.app.pool)
+        .await
+        .unwrap()
+}
+
+/// Kinds of the jobs created after `mark`, or claimed or finished since
+/// `since` (a queued job picks up later triggers without a new row), in
+/// order.
+async fn jobs_after_or_run_since(
+    app: &SyncApp,
+    mark: i64,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT kind FROM plansync.jobs WHERE id > $1 OR started_at >= $2 \
+             OR finished_at >= $2 ORDER BY id",
+    )
+    .bind(mark)
+    .bind(since)
+    .fetch_all(&app.app.pool)
+    .await
+    .unwrap()
+}
+
 /// No job running and none due: the worker has nothing to do.
 async fn quiescent(app: &SyncApp) {
     eventually(WAIT, "the worker to be idle", || async {

@@ -246,3 +246,36 @@ async fn the_first_sync_of_a_push_target_pushes_appointments_made_before_connect
         "the pushed event is not imported back as a second appointment"
     );
 }
+
+#[tokio::test]
+async fn the_claims_event_ids_are_spelt_as_sync_push_spells_them() {
+    // The claim records a first insert's event id with the SQL function
+    // `plansync.event_id`; `sync::push::event_id` is the reference spelling
+    // (and what the tests above predict ids with): they must agree.
+    let sync = SyncApp::spawn().await;
+    let salt: String = sqlx::query_scalar("SELECT event_id_salt FROM plansync.deployment")
+        .fetch_one(&sync.app.pool)
+        .await
+        .unwrap();
+    for (connection, appointment, incarnation) in [
+        (1, 1, 1),
+        (255, 4096, 2),
+        (0x12, 0x3, 77),
+        (i64::MAX, i64::MAX, i64::MAX),
+    ] {
+        let sql: String = sqlx::query_scalar("SELECT plansync.event_id($1, $2, $3)")
+            .bind(connection)
+            .bind(appointment)
+            .bind(incarnation)
+            .fetch_one(&sync.app.pool)
+            .await
+            .unwrap();
+        let rust = plansync::sync::push::event_id(
+            &salt,
+            ConnectionId(connection),
+            AppointmentId(appointment),
+            incarnation,
+        );
+        assert_eq!(sql, rust.as_str());
+    }
+}
