@@ -45,7 +45,7 @@ async fn summaries(app: &SyncApp) -> Vec<String> {
 /// One in-process pass, recorded; the pass must run exactly one job, and it
 /// must succeed.
 async fn recorded_pass(app: &SyncApp) -> JobCost {
-    let recorder = StatementRecorder::start();
+    let recorder = StatementRecorder::start().await;
     let report = app.run_once().await;
     let cost = recorder.job_cost();
     drop(recorder);
@@ -58,6 +58,11 @@ async fn recorded_pass(app: &SyncApp) -> JobCost {
 }
 
 fn assert_within(what: &str, cost: &JobCost, statements: usize) {
+    eprintln!(
+        "{what}: {} statements in {} transactions",
+        cost.statements(),
+        cost.transactions()
+    );
     assert!(
         cost.statements() <= statements && cost.transactions() <= TRANSACTIONS,
         "{what}: {} statements in {} transactions (budget {statements} in {TRANSACTIONS}):\n{}",

@@ -12,17 +12,22 @@
 //! count too; a test job ends long before its first one (a third of the
 //! lease).
 //!
-//! The recorder is a thread-local default subscriber
-//! ([`tracing::subscriber::set_default`]): a `#[tokio::test]` runtime runs
-//! every task on the test's thread, so it sees the worker's tasks and no
-//! other test's.
+//! Recording goes through one global subscriber, installed by the first
+//! recorder, interested only in what it counts (the statement events and the
+//! `job` spans), which appends to the recording of the thread the event
+//! happens on: a `#[tokio::test]` runtime runs every task on its test's
+//! thread, so a recorder sees the worker's tasks and no other test's. (Not a
+//! per-test `set_default`: tracing rebuilds callsite interest whenever a
+//! subscriber is created, and a rebuild racing a callsite's first use on
+//! another thread can leave that callsite muted for a while.)
 
-use std::sync::{Arc, Mutex};
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex, Once};
 
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
-use tracing::subscriber::DefaultGuard;
-use tracing::{Event, Subscriber};
+use tracing::subscriber::Interest;
+use tracing::{Event, Metadata, Subscriber};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{Layer, Registry};
@@ -115,18 +120,27 @@ impl JobCost {
 /// Records statements until dropped (see the module doc).
 pub struct StatementRecorder {
     log: Arc<Mutex<Vec<Statement>>>,
-    _guard: DefaultGuard,
+}
+
+thread_local! {
+    /// The recording of the test running on this thread, if any.
+    static RECORDING: RefCell<Option<Arc<Mutex<Vec<Statement>>>>> = const { RefCell::new(None) };
 }
 
 impl StatementRecorder {
     /// Starts recording on this thread.
-    pub fn start() -> StatementRecorder {
+    pub async fn start() -> StatementRecorder {
+        static INSTALL: Once = Once::new();
+        INSTALL.call_once(|| {
+            tracing::subscriber::set_global_default(Registry::default().with(Recorder))
+                .expect("no other global subscriber in the test binary");
+        });
+        // Callsites first used while the subscriber was being installed may
+        // have cached the interest of the moment before: ask again.
+        tracing::callsite::rebuild_interest_cache();
         let log = Arc::new(Mutex::new(Vec::new()));
-        let subscriber = Registry::default().with(Recorder { log: log.clone() });
-        StatementRecorder {
-            log,
-            _guard: tracing::subscriber::set_default(subscriber),
-        }
+        RECORDING.with(|r| *r.borrow_mut() = Some(log.clone()));
+        StatementRecorder { log }
     }
 
     /// Everything recorded so far.
@@ -161,8 +175,21 @@ impl StatementRecorder {
     }
 }
 
-struct Recorder {
-    log: Arc<Mutex<Vec<Statement>>>,
+impl Drop for StatementRecorder {
+    fn drop(&mut self) {
+        RECORDING.with(|r| *r.borrow_mut() = None);
+    }
+}
+
+struct Recorder;
+
+fn counted(metadata: &Metadata<'_>) -> bool {
+    let target = metadata.target();
+    if metadata.is_span() {
+        metadata.name() == "job"
+    } else {
+        target == "sqlx::query" || target == BEGIN_TARGET
+    }
 }
 
 /// Marks spans named `job` so events inside them are attributed.
@@ -172,6 +199,18 @@ impl<S> Layer<S> for Recorder
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
+    fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
+        if counted(metadata) {
+            Interest::always()
+        } else {
+            Interest::never()
+        }
+    }
+
+    fn enabled(&self, metadata: &Metadata<'_>, _: Context<'_, S>) -> bool {
+        counted(metadata)
+    }
+
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         if attrs.metadata().name() == "job" {
             if let Some(span) = ctx.span(id) {
@@ -181,10 +220,10 @@ where
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let target = event.metadata().target();
-        if target != "sqlx::query" && target != BEGIN_TARGET {
+        let Some(log) = RECORDING.with(|r| r.borrow().clone()) else {
             return;
-        }
+        };
+        let target = event.metadata().target();
         let mut fields = Fields::default();
         event.record(&mut fields);
         let sql = if target == BEGIN_TARGET {
@@ -199,7 +238,7 @@ where
                 .from_root()
                 .any(|s| s.extensions().get::<JobSpan>().is_some())
         });
-        self.log.lock().unwrap().push(Statement {
+        log.lock().unwrap().push(Statement {
             sql,
             rows_returned: fields.rows_returned,
             in_job,
