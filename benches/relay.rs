@@ -88,8 +88,11 @@ fn load_average() -> String {
 /// A live subscriber: stamps every message on the pattern as it arrives and
 /// keeps its bytes; parsing waits until the measurement is over, so the
 /// subscriber does what `redis-benchmark`'s does (receive), no more.
+/// Messages as they arrived: when, and the payload's bytes.
+type Arrivals = Arc<std::sync::Mutex<Vec<(Instant, Vec<u8>)>>>;
+
 struct Subscriber {
-    arrivals: Arc<std::sync::Mutex<Vec<(Instant, Vec<u8>)>>>,
+    arrivals: Arrivals,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -98,7 +101,7 @@ impl Subscriber {
         let client = redis::Client::open(redis_url()).unwrap();
         let mut pubsub = client.get_async_pubsub().await.unwrap();
         pubsub.psubscribe(pattern).await.unwrap();
-        let arrivals = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let arrivals: Arrivals = Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = arrivals.clone();
         let task = tokio::spawn(async move {
             let mut stream = pubsub.into_on_message();
