@@ -35,6 +35,7 @@ use sqlx::PgPool;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
+/// `PLANSYNC_BENCH_RUNS` overrides it (e.g. 1, to profile one run).
 const RUNS: usize = 3;
 const USERS: i64 = 1_000;
 /// Rounds of one change per user for the one-delta-per-message figure.
@@ -77,6 +78,81 @@ fn redis_url() -> String {
         .ok()
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| "redis://127.0.0.1:6379".into())
+}
+
+/// CPU time used so far (user + system, in ms) by this process, by the
+/// PostgreSQL backends serving `database` (their process titles name it) and
+/// by `redis-server`: where a phase's work goes, a coarse profile that needs
+/// no privileges (10 ms resolution).
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    bench: f64,
+    postgres: f64,
+    redis: f64,
+}
+
+impl Cpu {
+    fn now(database: &str) -> Cpu {
+        let ticks = |pid: &str| -> f64 {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // Fields after the parenthesised command name.
+                    let rest = stat.rsplit_once(')')?.1;
+                    let fields: Vec<&str> = rest.split_whitespace().collect();
+                    let utime: f64 = fields.get(11)?.parse().ok()?;
+                    let stime: f64 = fields.get(12)?.parse().ok()?;
+                    Some((utime + stime) * 10.0)
+                })
+                .unwrap_or(0.0)
+        };
+        let mut cpu = Cpu {
+            bench: ticks("self"),
+            ..Cpu::default()
+        };
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let pid = entry.file_name().to_string_lossy().into_owned();
+            if !pid.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if cmdline.starts_with("postgres:") && cmdline.contains(&format!(" {database} ")) {
+                cpu.postgres += ticks(&pid);
+            } else if cmdline.starts_with("redis-server") || cmdline.contains("/redis-server") {
+                cpu.redis += ticks(&pid);
+            }
+        }
+        cpu
+    }
+
+    fn since(self, before: Cpu) -> Cpu {
+        Cpu {
+            bench: self.bench - before.bench,
+            postgres: self.postgres - before.postgres,
+            redis: self.redis - before.redis,
+        }
+    }
+
+    fn add(self, other: Cpu) -> Cpu {
+        Cpu {
+            bench: self.bench + other.bench,
+            postgres: self.postgres + other.postgres,
+            redis: self.redis + other.redis,
+        }
+    }
+
+    /// Per 1,000 messages.
+    fn per_thousand(self, messages: usize) -> Cpu {
+        let k = 1000.0 / messages as f64;
+        Cpu {
+            bench: self.bench * k,
+            postgres: self.postgres * k,
+            redis: self.redis * k,
+        }
+    }
 }
 
 fn load_average() -> String {
@@ -206,8 +282,10 @@ fn deltas_in(payload: &[u8]) -> UserDeltaMessage {
 /// `redis-benchmark` PUBLISH of `message` on `channel` from one connection,
 /// with `pipeline` commands in flight, while a subscriber receives them all.
 /// Requests per second, as it reports them.
-async fn redis_benchmark(channel: &str, message: &str, pipeline: usize) -> Option<f64> {
+async fn redis_benchmark(channel: &str, message: &str, pipeline: usize) -> Option<(f64, Cpu)> {
     let sub = Subscriber::start(channel).await;
+    let cpu0 = Cpu::now("-");
+    let children0 = children_cpu_ms();
     let url = url::Url::parse(&redis_url()).unwrap();
     let out = tokio::process::Command::new("redis-benchmark")
         .args(["-h", url.host_str().unwrap_or("127.0.0.1")])
@@ -221,10 +299,28 @@ async fn redis_benchmark(channel: &str, message: &str, pipeline: usize) -> Optio
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     // The subscriber must have had them all: a live one, like the relay's.
     sub.wait_for(REDIS_BENCH_REQUESTS).await;
-    text.rsplit('\r').find_map(|part| {
+    let mut cpu = Cpu::now("-").since(cpu0);
+    // redis-benchmark's own CPU, as a reaped child of ours.
+    cpu.bench += children_cpu_ms() - children0;
+    let rps = text.rsplit('\r').find_map(|part| {
         let before = part.split("requests per second").next()?;
         before.trim_end().rsplit(' ').next()?.parse::<f64>().ok()
-    })
+    })?;
+    Some((rps, cpu.per_thousand(REDIS_BENCH_REQUESTS)))
+}
+
+/// CPU time (ms) of this process's reaped children.
+fn children_cpu_ms() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let cutime: f64 = fields.get(13)?.parse().ok()?;
+            let cstime: f64 = fields.get(14)?.parse().ok()?;
+            Some((cutime + cstime) * 10.0)
+        })
+        .unwrap_or(0.0)
 }
 
 struct Run {
@@ -234,6 +330,11 @@ struct Run {
     deep_msgs: usize,
     unpipelined: Option<f64>,
     pipelined: Option<f64>,
+    /// CPU per 1,000 messages: the relay's drains, redis-benchmark unpipelined.
+    relay_cpu: Cpu,
+    redis_bench_cpu: Option<Cpu>,
+    /// Wall time per 1,000 messages of the relay (ms).
+    relay_wall_ms: f64,
     p50: Duration,
     p99: Duration,
     max: Duration,
@@ -251,6 +352,7 @@ async fn one_run(run: usize, db: &common::BenchDb, settings: &RedisSettings) -> 
     let mut relay =
         Relay::new(db.pool.clone(), settings.clone(), RelaySettings::default()).unwrap();
     let mut relaying = Duration::ZERO;
+    let mut relay_cpu = Cpu::default();
     let mut writing = Duration::ZERO;
     let mut received = 0usize;
     for _ in 0..ROUNDS {
@@ -258,12 +360,14 @@ async fn one_run(run: usize, db: &common::BenchDb, settings: &RedisSettings) -> 
         commit_changes(&db.pool, next_id, USERS as usize, None).await;
         writing += w0.elapsed();
         next_id += USERS;
+        let cpu0 = Cpu::now(&db.name);
         let t0 = Instant::now();
         let n = relay.drain().await.unwrap();
         assert_eq!(n, USERS as usize);
         received += n;
         let last = sub.wait_for(received).await;
         relaying += last.saturating_duration_since(t0);
+        relay_cpu = relay_cpu.add(Cpu::now(&db.name).since(cpu0));
     }
     let messages = sub.take();
     assert!(
@@ -286,7 +390,9 @@ async fn one_run(run: usize, db: &common::BenchDb, settings: &RedisSettings) -> 
     .unwrap();
     let channel = format!("{prefix}redis-benchmark");
     let unpipelined = redis_benchmark(&channel, &sample, 1).await;
-    let pipelined = redis_benchmark(&channel, &sample, 64).await;
+    let pipelined = redis_benchmark(&channel, &sample, 64)
+        .await
+        .map(|(rps, _)| rps);
 
     // A deep backlog, as an outage leaves it.
     let deep = DEEP_PER_USER * USERS as usize;
@@ -355,8 +461,11 @@ async fn one_run(run: usize, db: &common::BenchDb, settings: &RedisSettings) -> 
         deep_deltas_per_sec: deep as f64 / deep_secs,
         deep_msgs_per_sec: deep_msgs as f64 / deep_secs,
         deep_msgs,
-        unpipelined,
+        unpipelined: unpipelined.map(|(rps, _)| rps),
         pipelined,
+        relay_cpu: relay_cpu.per_thousand(ROUNDS * USERS as usize),
+        redis_bench_cpu: unpipelined.map(|(_, cpu)| cpu),
+        relay_wall_ms: relaying.as_secs_f64() * 1e3 / (ROUNDS * USERS as usize) as f64 * 1000.0,
         p50: common::percentile(&latencies, 0.50),
         p99: common::percentile(&latencies, 0.99),
         max: *latencies.last().unwrap(),
@@ -390,8 +499,12 @@ async fn main() {
         socketio_key: "socket.io".into(),
         ..RedisSettings::default()
     };
+    let runs_wanted = std::env::var("PLANSYNC_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(RUNS);
     let mut runs = Vec::new();
-    for run in 0..RUNS {
+    for run in 0..runs_wanted {
         runs.push(one_run(run, &db, &settings).await);
     }
     let sample_len = json_message(
@@ -407,7 +520,7 @@ async fn main() {
     println!("## relay ({})", common::machine());
     println!();
     println!(
-        "Load average before / after: {load_before} / {}. {USERS} users; {RUNS} runs, medians; \
+        "Load average before / after: {load_before} / {}. {USERS} users; {runs_wanted} runs, medians; \
          message: one delta, {sample_len} bytes of JSON.",
         load_average()
     );
@@ -433,7 +546,7 @@ async fn main() {
         );
     }
     println!();
-    println!("| measure (median of {RUNS} runs) | value |");
+    println!("| measure (median of {runs_wanted} runs) | value |");
     println!("|---|---|");
     println!(
         "| relay, one delta per message ({ROUNDS} rounds × {USERS} users, live subscriber) | {:.0} msgs/s = deltas/s |",
@@ -484,5 +597,37 @@ async fn main() {
         "| backlog writing, one-change transactions, {WRITERS} writers (for reference) | {:.0} tx/s |",
         median(runs.iter().map(|r| r.write_tx_per_sec).collect())
     );
+    println!();
+    println!("CPU per 1,000 messages (ms; medians; 10 ms ticks summed over the phase):");
+    println!();
+    println!("| | wall | publisher process | PostgreSQL backends | redis-server |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| relay drain (publisher = the relay and the subscriber) | {:.1} | {:.1} | {:.1} | {:.1} |",
+        median(runs.iter().map(|r| r.relay_wall_ms).collect()),
+        median(runs.iter().map(|r| r.relay_cpu.bench).collect()),
+        median(runs.iter().map(|r| r.relay_cpu.postgres).collect()),
+        median(runs.iter().map(|r| r.relay_cpu.redis).collect()),
+    );
+    if runs.iter().all(|r| r.redis_bench_cpu.is_some()) {
+        println!(
+            "| redis-benchmark -c 1 -P 1 (publisher = it and the subscriber) | {:.1} | {:.1} | – | {:.1} |",
+            median(
+                runs.iter()
+                    .filter_map(|r| r.unpipelined.map(|u| 1e6 / u))
+                    .collect()
+            ),
+            median(
+                runs.iter()
+                    .filter_map(|r| r.redis_bench_cpu.map(|c| c.bench))
+                    .collect()
+            ),
+            median(
+                runs.iter()
+                    .filter_map(|r| r.redis_bench_cpu.map(|c| c.redis))
+                    .collect()
+            ),
+        );
+    }
     db.drop_db().await;
 }
