@@ -1,20 +1,31 @@
 //! The outbox relay: moves committed deltas from `plansync.outbox` to Redis.
 //!
 //! Guarantees:
-//! - **At least once.** A row is marked published only in the transaction
-//!   that held it while the publish succeeded; a crash between publish and
-//!   commit re-publishes (clients drop versions they have seen).
+//! - **At least once.** What is still to be published is a queue of pending
+//!   entries beside the outbox (one per writing statement and user: a range
+//!   of versions). A batch deletes the entries it takes in its transaction and
+//!   commits only after the publish succeeded; a failed publish rolls back, and
+//!   a crash between publish and commit re-publishes (clients drop versions
+//!   they have seen). The outbox rows themselves are never updated, so marking
+//!   costs one row deletion per writing statement, no new row versions and no
+//!   index entries.
 //! - **Per-user version order, across replicas.** A batch takes per-user
-//!   advisory locks for its whole transaction and reads each user's rows in
-//!   version order, so two relays never interleave one user's deltas.
+//!   advisory locks for its whole transaction and takes each user's oldest
+//!   entries in version order, so two relays never interleave one user's
+//!   deltas, and a user's pending entries are always the newest part of its
+//!   history.
 //! - **Nothing lost while Redis is down.** A failed publish rolls back; the
-//!   rows stay, the backlog shows in `status`, and the relay retries with
+//!   entries stay, the backlog shows in `status`, and the relay retries with
 //!   jittered exponential backoff, picking Redis up again without a restart.
 //! - **Bounded messages.** One message carries at most
 //!   `max_deltas_per_message` deltas; a longer backlog of one user becomes
 //!   several messages, in version order, in the same pipeline.
 //! - **Prompt.** The relay LISTENs on the outbox's channel, so a commit is
-//!   published within milliseconds; a slow idle poll covers lost notifications.
+//!   published within milliseconds; one drain answers every notification
+//!   buffered so far, and a slow idle poll covers lost notifications.
+//! - **Pruning keeps what catch-up promises.** Rows older than the retention
+//!   period are deleted only once published, with the per-user watermark that
+//!   makes catch-up answer 410 below it.
 
 use std::time::{Duration, Instant};
 
@@ -70,6 +81,18 @@ impl Default for RelaySettings {
     }
 }
 
+/// Rows one pruning statement looks at.
+const PRUNE_ROWS: i64 = 10_000;
+
+/// What one [`Relay::relay_batch`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batch {
+    /// Deltas published.
+    pub published: usize,
+    /// Whether this relay may find more right away (it hit a batch limit).
+    pub more: bool,
+}
+
 pub struct Relay {
     pool: PgPool,
     publisher: Publisher,
@@ -89,52 +112,56 @@ impl Relay {
         })
     }
 
-    /// Publishes one batch. Returns how many rows went out; 0 when nothing is
-    /// pending that another relay is not already holding.
-    pub async fn relay_batch(&mut self) -> Result<usize, RelayError> {
+    /// Publishes one batch. Returns how many rows went out, and whether more
+    /// may be waiting for this relay (see [`store::outbox::Claim::more`]).
+    pub async fn relay_batch(&mut self) -> Result<Batch, RelayError> {
         let mut tx = crate::store::begin(&self.pool)
             .await
             .map_err(StoreError::from)?;
-        let rows = store::outbox::claim_batch(
+        let claim = store::outbox::claim_batch(
             &mut tx,
             self.settings.batch_users,
             self.settings.batch_rows,
         )
         .await?;
-        if rows.is_empty() {
-            return Ok(0);
-        }
-        // Consecutive rows of one user share one message, up to the cap; the
-        // publisher sends the messages in this order in one pipeline.
-        let cap = self.settings.max_deltas_per_message.max(1);
-        let mut groups: Vec<(UserId, Vec<&str>)> = Vec::new();
-        let mut ids = Vec::with_capacity(rows.len());
-        for row in &rows {
-            ids.push(row.id);
-            match groups.last_mut() {
-                Some((user, deltas)) if *user == row.user_id && deltas.len() < cap => {
-                    deltas.push(&row.delta)
+        let rows = claim.rows;
+        if !rows.is_empty() {
+            // Consecutive rows of one user share one message, up to the cap;
+            // the publisher sends the messages in this order in one pipeline.
+            let cap = self.settings.max_deltas_per_message.max(1);
+            let mut groups: Vec<(UserId, Vec<&str>)> = Vec::new();
+            for row in &rows {
+                match groups.last_mut() {
+                    Some((user, deltas)) if *user == row.user_id && deltas.len() < cap => {
+                        deltas.push(&row.delta)
+                    }
+                    _ => groups.push((row.user_id, vec![&row.delta])),
                 }
-                _ => groups.push((row.user_id, vec![&row.delta])),
             }
+            // On error the transaction is dropped, which rolls back: the
+            // entries the claim removed are pending again.
+            self.publisher.publish(&groups).await?;
         }
-        // On error the transaction is dropped, which rolls back: rows stay.
-        self.publisher.publish(&groups).await?;
-        store::outbox::mark_published(&mut tx, &ids).await?;
+        // Committing is what marks the rows published (the claim deleted
+        // their pending entries). A crash or a failed commit after the
+        // publish leaves them pending: published again, at least once.
         tx.commit().await.map_err(StoreError::from)?;
         count_published(rows.iter().map(|r| r.delta.as_str()));
-        Ok(ids.len())
+        Ok(Batch {
+            published: rows.len(),
+            more: claim.more,
+        })
     }
 
     /// Publishes until nothing is left (that this relay may take).
     pub async fn drain(&mut self) -> Result<usize, RelayError> {
         let mut total = 0;
         loop {
-            let n = self.relay_batch().await?;
-            if n == 0 {
+            let batch = self.relay_batch().await?;
+            total += batch.published;
+            if !batch.more {
                 return Ok(total);
             }
-            total += n;
         }
     }
 
@@ -143,9 +170,10 @@ impl Relay {
     pub async fn prune(&self) -> Result<u64, RelayError> {
         let mut total = 0;
         loop {
-            let n = store::outbox::prune(&self.pool, self.settings.retention, 10_000).await?;
-            total += n;
-            if n < 10_000 {
+            let pruned =
+                store::outbox::prune(&self.pool, self.settings.retention, PRUNE_ROWS).await?;
+            total += pruned.rows;
+            if pruned.rows == 0 || !pruned.more {
                 return Ok(total);
             }
         }
@@ -211,7 +239,12 @@ impl Relay {
                 _ = cancel.cancelled() => return,
                 // A lost connection yields Ok(None) and reconnects on the next
                 // call; either way, draining again is the right response.
-                _ = listener.try_recv() => {}
+                _ = listener.try_recv() => {
+                    // One drain answers every commit notified so far: drop
+                    // the ones already buffered rather than draining once per
+                    // commit.
+                    while listener.next_buffered().is_some() {}
+                }
                 _ = tokio::time::sleep(self.settings.idle_poll) => {}
             }
         }

@@ -206,9 +206,9 @@ async fn a_late_subscriber_catches_up_from_the_route_and_ends_like_one_that_saw_
         400
     );
 
-    // Versions 1 and 2 were published long ago and are pruned.
+    // Versions 1 and 2 were published and are two days old: pruned.
     sqlx::query(
-        "UPDATE plansync.outbox SET published_at = now() - interval '2 days' \
+        "UPDATE plansync.outbox SET created_at = now() - interval '2 days' \
          WHERE user_id = 1 AND version <= 2",
     )
     .execute(&app.app.pool)
@@ -217,7 +217,7 @@ async fn a_late_subscriber_catches_up_from_the_route_and_ends_like_one_that_saw_
     let pruned = plansync::store::outbox::prune(&app.app.pool, Duration::from_secs(3600), 1000)
         .await
         .unwrap();
-    assert_eq!(pruned, 2);
+    assert_eq!(pruned.rows, 2);
     let (code, body) = http_get(&addr, "/users/1/deltas?after=1", Some(&bearer)).await;
     assert_eq!(code, 410, "{body}");
     let gone: Value = serde_json::from_str(&body).unwrap();

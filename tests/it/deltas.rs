@@ -11,7 +11,7 @@ use plansync::deltas::{DeltaBatch, PlanItemDelta, UserDeltaMessage};
 use plansync::ids::{AppointmentId, UserId};
 use tokio_util::sync::CancellationToken;
 
-use crate::harness::{eventually, redis_url, PrivateRedis, TestApp};
+use crate::harness::{eventually, redis_url, PrivateRedis, TestApp, OUTBOX_BACKLOG_SQL};
 
 pub fn redis_settings(app: &TestApp, url: String, mode: DeltaMode) -> RedisSettings {
     RedisSettings {
@@ -260,11 +260,10 @@ async fn relay_publishes_json_and_socketio_in_version_order() {
     );
     assert_eq!(value[2]["rooms"], serde_json::json!(["user:1"]));
 
-    let backlog: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM plansync.outbox WHERE published_at IS NULL")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let backlog: i64 = sqlx::query_scalar(OUTBOX_BACKLOG_SQL)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(backlog, 0);
 }
 
@@ -324,12 +323,10 @@ async fn redis_down_loses_nothing_and_the_relay_drains_in_order_when_it_returns(
         Duration::from_secs(10),
         "the backlog to be marked published",
         || async {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM plansync.outbox WHERE published_at IS NULL",
-            )
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+            let n: i64 = sqlx::query_scalar(OUTBOX_BACKLOG_SQL)
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
             (n == 0).then_some(())
         },
     )
@@ -414,7 +411,18 @@ async fn two_relays_on_one_outbox_keep_each_users_order() {
             }
         }
     }
-    println!("two relays: {expected} deltas delivered in order, {duplicates} duplicates");
+    // Without a failure nothing goes out twice: a relay publishes only the
+    // entries its own DELETE removed.
+    assert_eq!(duplicates, 0, "two relays published some deltas twice");
+    eventually(
+        Duration::from_secs(10),
+        "the backlog to be empty",
+        || async {
+            let n = crate::harness::count(&app, OUTBOX_BACKLOG_SQL).await;
+            (n == 0).then_some(())
+        },
+    )
+    .await;
     cancel.cancel();
     for r in relays {
         r.await.unwrap();
@@ -425,16 +433,25 @@ async fn two_relays_on_one_outbox_keep_each_users_order() {
 async fn published_rows_are_pruned_after_the_retention_period_and_unpublished_ones_never() {
     let app = TestApp::spawn().await;
     app.add_user(1).await;
-    commit_deletes(&app, 1, &[1, 2, 3]).await;
-    // Row 1 was published two days ago, row 2 a minute ago, row 3 never.
+    app.add_user(2).await;
+    // In this order: user 1's version 1 (two days old, published), user 2's
+    // version 1 (two days old, never published: Redis was down all along),
+    // user 1's version 2 (a minute old, published).
+    commit_deletes(&app, 1, &[1]).await;
+    commit_deletes(&app, 2, &[2]).await;
+    commit_deletes(&app, 1, &[3]).await;
     sqlx::query(
-        "UPDATE plansync.outbox SET published_at = CASE version \
-             WHEN 1 THEN now() - interval '2 days' WHEN 2 THEN now() - interval '1 minute' END \
-         WHERE version IN (1, 2)",
+        "UPDATE plansync.outbox SET created_at = CASE \
+             WHEN version = 1 THEN now() - interval '2 days' ELSE now() - interval '1 minute' END",
     )
     .execute(&app.pool)
     .await
     .unwrap();
+    // What a relay's commit does to user 1's rows: their entries go.
+    sqlx::query("DELETE FROM plansync.outbox_pending WHERE user_id = 1")
+        .execute(&app.pool)
+        .await
+        .unwrap();
     let relay = Relay::new(
         app.pool.clone(),
         redis_settings(&app, redis_url(), DeltaMode::JSON),
@@ -445,11 +462,26 @@ async fn published_rows_are_pruned_after_the_retention_period_and_unpublished_on
     )
     .unwrap();
     assert_eq!(relay.prune().await.unwrap(), 1);
-    let left: Vec<i64> = sqlx::query_scalar("SELECT version FROM plansync.outbox ORDER BY version")
-        .fetch_all(&app.pool)
+    let left: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT user_id, version FROM plansync.outbox ORDER BY id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(left, vec![(2, 1), (1, 2)]);
+    let pruned: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT user_id, version FROM plansync.outbox_pruned ORDER BY user_id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(pruned, vec![(1, 1)], "the watermark says what went");
+
+    // Once published, the old row goes too.
+    sqlx::query("DELETE FROM plansync.outbox_pending WHERE user_id = 2")
+        .execute(&app.pool)
         .await
         .unwrap();
-    assert_eq!(left, vec![2, 3]);
+    assert_eq!(relay.prune().await.unwrap(), 1);
+    assert_eq!(relay.prune().await.unwrap(), 0, "nothing else is old");
 }
 
 #[tokio::test]
@@ -500,4 +532,279 @@ async fn a_backlog_is_cut_into_bounded_messages_in_both_formats() {
     }
     assert_eq!(json_messages, vec![vec![1, 2], vec![3, 4], vec![5]]);
     assert_eq!(sio_messages, json_messages);
+}
+
+#[tokio::test]
+async fn publishing_never_rewrites_an_outbox_row() {
+    let app = TestApp::spawn().await;
+    app.add_user(1).await;
+    commit_deletes(&app, 1, &[1, 2]).await;
+    commit_deletes(&app, 1, &[3]).await;
+    // The physical row versions: an UPDATE of a row (the old marking) would
+    // give it a new ctid and xmin.
+    let rows = "SELECT ctid::TEXT, xmin::TEXT FROM plansync.outbox ORDER BY version";
+    let before: Vec<(String, String)> = sqlx::query_as(rows).fetch_all(&app.pool).await.unwrap();
+    assert_eq!(crate::harness::count(&app, OUTBOX_BACKLOG_SQL).await, 3);
+    let mut sub = Subscriber::start(
+        &redis_url(),
+        &format!("{}plan-deltas:user:*", app.redis_prefix),
+    )
+    .await;
+    let mut relay = Relay::new(
+        app.pool.clone(),
+        redis_settings(&app, redis_url(), DeltaMode::JSON),
+        fast_relay(),
+    )
+    .unwrap();
+    assert_eq!(relay.drain().await.unwrap(), 3);
+    assert_eq!(sub.json_versions(3).await[&1], vec![1, 2, 3]);
+    let after: Vec<(String, String)> = sqlx::query_as(rows).fetch_all(&app.pool).await.unwrap();
+    assert_eq!(before, after, "the rows are the ones written");
+    assert_eq!(crate::harness::count(&app, OUTBOX_BACKLOG_SQL).await, 0);
+    assert_eq!(
+        crate::harness::count(&app, crate::harness::OUTBOX_PUBLISHED_SQL).await,
+        3
+    );
+    assert_eq!(relay.drain().await.unwrap(), 0, "published once");
+}
+
+#[tokio::test]
+async fn batch_limits_on_users_and_rows_still_drain_everything_in_order() {
+    let app = TestApp::spawn().await;
+    for user in 1..=5 {
+        app.add_user(user).await;
+    }
+    // User 1: one transaction of five deltas (one entry larger than a
+    // batch's row budget); users 2..5: four one-delta transactions each.
+    commit_deletes(&app, 1, &[1, 2, 3, 4, 5]).await;
+    for round in 0..4 {
+        for user in 2..=5 {
+            commit_deletes(&app, user, &[100 + round]).await;
+        }
+    }
+    let mut sub = Subscriber::start(
+        &redis_url(),
+        &format!("{}plan-deltas:user:*", app.redis_prefix),
+    )
+    .await;
+    let mut relay = Relay::new(
+        app.pool.clone(),
+        redis_settings(&app, redis_url(), DeltaMode::JSON),
+        RelaySettings {
+            batch_users: 2,
+            batch_rows: 3,
+            ..fast_relay()
+        },
+    )
+    .unwrap();
+    // One batch: users 1 and 2 locked, user 1's whole entry taken (an entry
+    // is never split), user 2's none (the budget is spent before it).
+    let first = relay.relay_batch().await.unwrap();
+    assert_eq!(first.published, 5);
+    assert!(first.more);
+    assert_eq!(relay.drain().await.unwrap(), 16, "one drain takes the rest");
+    let versions = sub.json_versions(21).await;
+    assert_eq!(versions[&1], vec![1, 2, 3, 4, 5]);
+    for user in 2..=5 {
+        assert_eq!(versions[&user], vec![1, 2, 3, 4], "user {user}");
+    }
+    assert_eq!(crate::harness::count(&app, OUTBOX_BACKLOG_SQL).await, 0);
+    assert!(!relay.relay_batch().await.unwrap().more);
+}
+
+#[tokio::test]
+async fn rows_written_by_a_previous_versions_insert_are_published() {
+    // A replica of the previous version, still running during a rolling
+    // upgrade, appends with a plain INSERT and knows nothing of pending
+    // entries: the outbox's trigger records them all the same.
+    let app = TestApp::spawn().await;
+    app.add_user(1).await;
+    app.add_user(2).await;
+    sqlx::query(
+        "WITH bumped AS (UPDATE users SET plan_version = plan_version + 2 \
+                         WHERE id IN (1, 2) RETURNING id, plan_version) \
+         INSERT INTO plansync.outbox (user_id, version, delta) \
+         SELECT id, plan_version - k, json_build_object('itemType', 'plan', 'entityId', 0, \
+                'action', 'updated', 'version', plan_version - k, 'source', 'google') \
+           FROM bumped, generate_series(1, 0, -1) AS k",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let entries: Vec<(i64, i64, i64, i32)> = sqlx::query_as(
+        "SELECT user_id, first_version, last_version, rows FROM plansync.outbox_pending \
+         ORDER BY user_id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        entries,
+        vec![(1, 1, 2, 2), (2, 1, 2, 2)],
+        "one entry per user"
+    );
+    let status = crate::harness::status_json(&app, &[]).await;
+    assert_eq!(status["outbox"]["backlog"], 4);
+    let mut sub = Subscriber::start(
+        &redis_url(),
+        &format!("{}plan-deltas:user:*", app.redis_prefix),
+    )
+    .await;
+    let mut relay = Relay::new(
+        app.pool.clone(),
+        redis_settings(&app, redis_url(), DeltaMode::JSON),
+        fast_relay(),
+    )
+    .unwrap();
+    assert_eq!(relay.drain().await.unwrap(), 4);
+    let versions = sub.json_versions(4).await;
+    assert_eq!(versions[&1], vec![1, 2]);
+    assert_eq!(versions[&2], vec![1, 2]);
+}
+
+#[tokio::test]
+async fn rows_unpublished_when_migration_0018_runs_stay_to_be_published() {
+    // A database at 0017, the last migration with a `published_at` column.
+    let app = TestApp::unmigrated().await;
+    let old = tempfile::tempdir().unwrap();
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.as_str() < "0018" {
+            std::fs::copy(&path, old.path().join(&name)).unwrap();
+        }
+    }
+    {
+        use sqlx::{ConnectOptions, Executor};
+        let options: sqlx::postgres::PgConnectOptions = app.database_url.parse().unwrap();
+        let mut conn = options
+            .options([("search_path", "plansync,public")])
+            .connect()
+            .await
+            .unwrap();
+        conn.execute("CREATE SCHEMA plansync").await.unwrap();
+        sqlx::migrate::Migrator::new(old.path())
+            .await
+            .unwrap()
+            .run(&mut conn)
+            .await
+            .unwrap();
+    }
+    app.add_user(1).await;
+    // Versions 1 and 2 were published before the upgrade, 3 and 4 not yet.
+    sqlx::query(
+        "INSERT INTO plansync.outbox (user_id, version, delta, published_at) \
+         SELECT 1, v, json_build_object('itemType', 'plan', 'entityId', 0, 'action', 'updated', \
+                'version', v, 'source', 'google'), \
+                CASE WHEN v <= 2 THEN now() END \
+           FROM generate_series(1, 4) AS v",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE users SET plan_version = 4 WHERE id = 1")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    plansync::store::migrate::run(&app.db_settings())
+        .await
+        .expect("0018 applies over 0017");
+    assert_eq!(crate::harness::count(&app, OUTBOX_BACKLOG_SQL).await, 2);
+    let mut sub = Subscriber::start(
+        &redis_url(),
+        &format!("{}plan-deltas:user:*", app.redis_prefix),
+    )
+    .await;
+    let mut relay = Relay::new(
+        app.pool.clone(),
+        redis_settings(&app, redis_url(), DeltaMode::JSON),
+        fast_relay(),
+    )
+    .unwrap();
+    assert_eq!(relay.drain().await.unwrap(), 2);
+    assert_eq!(sub.json_versions(2).await[&1], vec![3, 4]);
+    // Catch-up still has all four.
+    let answer = plansync::deltas::catch_up::catch_up(&app.pool, UserId(1), 0)
+        .await
+        .unwrap();
+    assert_eq!(answer.deltas.len(), 4);
+}
+
+#[tokio::test]
+async fn catch_up_answers_published_and_pending_rows_alike_across_an_outage() {
+    let app = TestApp::spawn().await;
+    app.add_user(1).await;
+    let mut redis = PrivateRedis::start().await;
+    let mut relay = Relay::new(
+        app.pool.clone(),
+        redis_settings(&app, redis.url(), DeltaMode::JSON),
+        fast_relay(),
+    )
+    .unwrap();
+    commit_deletes(&app, 1, &[1]).await;
+    commit_deletes(&app, 1, &[2]).await;
+    assert_eq!(relay.drain().await.unwrap(), 2);
+    redis.stop();
+    commit_deletes(&app, 1, &[3]).await;
+    commit_deletes(&app, 1, &[4, 5]).await;
+    assert!(relay.drain().await.is_err(), "Redis is down");
+    assert_eq!(crate::harness::count(&app, OUTBOX_BACKLOG_SQL).await, 3);
+
+    let versions = |answer: &plansync::deltas::catch_up::CatchUp| -> Vec<i64> {
+        answer
+            .deltas
+            .iter()
+            .map(|d| {
+                serde_json::from_str::<serde_json::Value>(d).unwrap()["version"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let all = plansync::deltas::catch_up::catch_up(&app.pool, UserId(1), 0)
+        .await
+        .unwrap();
+    assert_eq!(versions(&all), vec![1, 2, 3, 4, 5], "published or not yet");
+    let tail = plansync::deltas::catch_up::catch_up(&app.pool, UserId(1), 3)
+        .await
+        .unwrap();
+    assert_eq!(versions(&tail), vec![4, 5]);
+
+    // Everything is two days old: only the published rows may go, and the
+    // watermark makes catch-up below it an error, never a short answer.
+    sqlx::query("UPDATE plansync.outbox SET created_at = now() - interval '2 days'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let pruned = plansync::store::outbox::prune(&app.pool, Duration::from_secs(3600), 1000)
+        .await
+        .unwrap();
+    assert_eq!(pruned.rows, 2);
+    assert!(matches!(
+        plansync::deltas::catch_up::catch_up(&app.pool, UserId(1), 1).await,
+        Err(plansync::deltas::catch_up::CatchUpError::Gone {
+            pruned_version: 2,
+            ..
+        })
+    ));
+    let kept = plansync::deltas::catch_up::catch_up(&app.pool, UserId(1), 2)
+        .await
+        .unwrap();
+    assert_eq!(versions(&kept), vec![3, 4, 5]);
+
+    // Redis back: the pending rows go out in order, and then may be pruned.
+    redis.restart_with(&[]).await;
+    let mut sub = Subscriber::start(
+        &redis.url(),
+        &format!("{}plan-deltas:user:*", app.redis_prefix),
+    )
+    .await;
+    assert_eq!(relay.drain().await.unwrap(), 3);
+    assert_eq!(sub.json_versions(3).await[&1], vec![3, 4, 5]);
+    let pruned = plansync::store::outbox::prune(&app.pool, Duration::from_secs(3600), 1000)
+        .await
+        .unwrap();
+    assert_eq!(pruned.rows, 3);
 }

@@ -1,6 +1,7 @@
 //! Postgres and Redis restarted under load.
 
 use super::*;
+use crate::harness::{OUTBOX_BACKLOG_SQL, OUTBOX_PUBLISHED_SQL};
 
 #[tokio::test]
 async fn a_postgres_restart_under_load_loses_and_doubles_nothing() {
@@ -70,9 +71,7 @@ async fn a_redis_restart_under_load_delivers_every_delta_once_it_returns() {
     fleet.connect_calendars(24, 3).await;
     let mut replicas = vec![fleet.replica().await, fleet.replica().await];
     eventually(Duration::from_secs(30), "deltas published", || async {
-        let published = fleet
-            .count("SELECT count(*) FROM plansync.outbox WHERE published_at IS NOT NULL")
-            .await?;
+        let published = fleet.count(OUTBOX_PUBLISHED_SQL).await?;
         (published > 0).then_some(())
     })
     .await;
@@ -81,9 +80,7 @@ async fn a_redis_restart_under_load_delivers_every_delta_once_it_returns() {
         Duration::from_secs(30),
         "deltas waiting in the outbox",
         || async {
-            let waiting = fleet
-                .count("SELECT count(*) FROM plansync.outbox WHERE published_at IS NULL")
-                .await?;
+            let waiting = fleet.count(OUTBOX_BACKLOG_SQL).await?;
             (waiting > 0).then_some(())
         },
     )
@@ -92,9 +89,7 @@ async fn a_redis_restart_under_load_delivers_every_delta_once_it_returns() {
 
     fleet.wait_synced(24, 3, Duration::from_secs(90)).await;
     eventually(Duration::from_secs(60), "the outbox to drain", || async {
-        let waiting = fleet
-            .count("SELECT count(*) FROM plansync.outbox WHERE published_at IS NULL")
-            .await?;
+        let waiting = fleet.count(OUTBOX_BACKLOG_SQL).await?;
         (waiting == 0).then_some(())
     })
     .await;

@@ -178,6 +178,16 @@ pub async fn run_command(mut cmd: tokio::process::Command, args: &[&str], stdin:
         .expect("plansync ran")
 }
 
+/// How many outbox rows are not yet published (the pending entries' rows).
+pub const OUTBOX_BACKLOG_SQL: &str =
+    "SELECT COALESCE(sum(rows), 0)::BIGINT FROM plansync.outbox_pending";
+
+/// How many outbox rows are published: no pending entry of their user starts
+/// at or below their version.
+pub const OUTBOX_PUBLISHED_SQL: &str = "SELECT count(*) FROM plansync.outbox o \
+     WHERE NOT EXISTS (SELECT 1 FROM plansync.outbox_pending p \
+                       WHERE p.user_id = o.user_id AND p.first_version <= o.version)";
+
 /// A number the database answers to `sql`.
 pub async fn count(app: &TestApp, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(&app.pool).await.unwrap()

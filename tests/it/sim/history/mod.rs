@@ -551,7 +551,7 @@ impl Sim {
             passes += 1;
             let (busy, backlog): (i64, i64) = sqlx::query_as(
                 "SELECT (SELECT count(*) FROM plansync.jobs WHERE state IN ('queued', 'running')), \
-                        (SELECT count(*) FROM plansync.outbox WHERE published_at IS NULL)",
+                        (SELECT COALESCE(sum(rows), 0)::BIGINT FROM plansync.outbox_pending)",
             )
             .fetch_one(self.pool())
             .await
