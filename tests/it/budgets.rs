@@ -9,7 +9,7 @@
 //! - a push of one appointment (insert, patch or delete): at most 2
 //!   transactions and 10 statements.
 
-use chrono::{Duration, SecondsFormat, Utc};
+use chrono::{Duration, Utc};
 use serde_json::{json, Value};
 
 use crate::harness::statements::{JobCost, StatementRecorder};
@@ -19,20 +19,9 @@ const PULL_STATEMENTS: usize = 12;
 const PUSH_STATEMENTS: usize = 10;
 const TRANSACTIONS: usize = 2;
 
-fn at(days: i64, hour: u32) -> String {
-    let day = (Utc::now() + Duration::days(days)).date_naive();
-    day.and_hms_opt(hour, 0, 0)
-        .unwrap()
-        .and_utc()
-        .to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
+/// A one-hour event `days` from now (the pull tests' shape).
 fn event(summary: &str, days: i64) -> Value {
-    json!({
-        "summary": summary,
-        "start": {"dateTime": at(days, 9), "timeZone": "Europe/Berlin"},
-        "end": {"dateTime": at(days, 10), "timeZone": "Europe/Berlin"},
-    })
+    crate::pull::timed(summary, days, 9)
 }
 
 async fn summaries(app: &SyncApp) -> Vec<String> {

@@ -13,7 +13,7 @@ use crate::harness::{stderr, SyncApp};
 
 /// An RFC 3339 UTC time `days` from now at `hour`:00, so events stay inside
 /// the lookback window whenever the suite runs.
-fn at(days: i64, hour: u32) -> String {
+pub(crate) fn at(days: i64, hour: u32) -> String {
     let day = (Utc::now() + Duration::days(days)).date_naive();
     day.and_hms_opt(hour, 0, 0)
         .unwrap()
@@ -21,7 +21,7 @@ fn at(days: i64, hour: u32) -> String {
         .to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-fn timed(summary: &str, days: i64, hour: u32) -> Value {
+pub(crate) fn timed(summary: &str, days: i64, hour: u32) -> Value {
     json!({
         "summary": summary,
         "start": {"dateTime": at(days, hour), "timeZone": "Europe/Berlin"},
