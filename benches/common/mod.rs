@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::time::Duration;
 
 use plansync::config::{DatabaseSettings, Env};
