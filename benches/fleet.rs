@@ -146,7 +146,7 @@ impl Site {
     }
 
     fn env(&self, concurrency: usize) -> Vec<(&'static str, String)> {
-        vec![
+        let mut env = vec![
             ("PATH", std::env::var("PATH").unwrap_or_default()),
             ("DATABASE_URL", self.worker_url.clone()),
             ("REDIS_URL", redis_url()),
@@ -166,7 +166,17 @@ impl Site {
             ("PLANSYNC_HTTP_ADDR", "127.0.0.1:0".into()),
             ("PLANSYNC_LOG_FORMAT", "json".into()),
             ("RUST_LOG", "info".into()),
-        ]
+        ];
+        // `FLEET_WORKER_ENV=PLANSYNC_DB_POOL=40,…`: settings added for an
+        // investigation (the figures in BENCHMARKS.md name any they used).
+        if let Ok(extra) = std::env::var("FLEET_WORKER_ENV") {
+            for pair in extra.split(',').filter(|p| !p.is_empty()) {
+                let (k, v) = pair.split_once('=').expect("FLEET_WORKER_ENV is K=V,…");
+                env.retain(|(name, _)| *name != k);
+                env.push((Box::leak(k.to_owned().into_boxed_str()), v.to_owned()));
+            }
+        }
+        env
     }
 
     async fn cli(&self, args: &[&str], stdin: &str) -> std::process::Output {
@@ -386,6 +396,39 @@ impl RunningWorker {
         (ok, other)
     }
 
+    /// Run time of the jobs of `kind` and of the Google calls, as the worker
+    /// measures them (histogram sums and counts, cumulative).
+    async fn timings(&self, kind: JobKind) -> Timings {
+        let body = http_get(&self.addr, "/metrics").await;
+        let kind_label = format!("kind=\"{}\"", kind.as_str());
+        let mut t = Timings::default();
+        for line in body.lines() {
+            let value = || -> f64 {
+                line.rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0.0)
+            };
+            if line.starts_with("plansync_job_duration_seconds_sum{") && line.contains(&kind_label)
+            {
+                t.job_sum += value();
+            } else if line.starts_with("plansync_job_duration_seconds_count{")
+                && line.contains(&kind_label)
+            {
+                t.job_count += value();
+            } else if line.starts_with("plansync_google_request_duration_seconds_sum{") {
+                t.google_sum += value();
+            } else if line.starts_with("plansync_google_request_duration_seconds_count{") {
+                t.google_count += value();
+            }
+        }
+        t
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
     /// Waits until `target` jobs of `kind` succeeded in this process.
     async fn wait_jobs(&self, kind: JobKind, target: u64) {
         let started = Instant::now();
@@ -438,6 +481,72 @@ async fn http_get(addr: &str, path: &str) -> String {
     text(&body)
 }
 
+#[derive(Debug, Clone, Copy, Default)]
+struct Timings {
+    job_sum: f64,
+    job_count: f64,
+    google_sum: f64,
+    google_count: f64,
+}
+
+impl Timings {
+    fn minus(self, before: Timings) -> Timings {
+        Timings {
+            job_sum: self.job_sum - before.job_sum,
+            job_count: self.job_count - before.job_count,
+            google_sum: self.google_sum - before.google_sum,
+            google_count: self.google_count - before.google_count,
+        }
+    }
+    fn mean_job(&self) -> f64 {
+        self.job_sum / self.job_count.max(1.0)
+    }
+    fn mean_google(&self) -> f64 {
+        self.google_sum / self.google_count.max(1.0)
+    }
+}
+
+/// CPU seconds used during a pass: the worker process, the PostgreSQL
+/// cluster, this process (the emulator, the bench), and the machine's busy
+/// share of all its cores (everything on it, other builds included).
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuUse {
+    worker: f64,
+    postgres: f64,
+    bench: f64,
+    machine_busy: f64,
+}
+
+struct CpuMark {
+    worker: f64,
+    postgres: f64,
+    bench: f64,
+    machine: (u64, u64),
+}
+
+fn cpu_mark(cluster: &Cluster, worker: u32) -> CpuMark {
+    CpuMark {
+        worker: common::cpu::stat(worker).map_or(0.0, |s| s.own),
+        postgres: cluster.cpu_seconds(),
+        bench: common::cpu::stat(std::process::id()).map_or(0.0, |s| s.own),
+        machine: common::cpu::machine(),
+    }
+}
+
+fn cpu_since(cluster: &Cluster, worker: u32, before: &CpuMark) -> CpuUse {
+    let now = cpu_mark(cluster, worker);
+    let (busy, total) = (
+        now.machine.0 - before.machine.0,
+        now.machine.1 - before.machine.1,
+    );
+    CpuUse {
+        worker: now.worker - before.worker,
+        postgres: now.postgres - before.postgres,
+        bench: now.bench - before.bench,
+        machine_busy: busy as f64 / total.max(1) as f64,
+    }
+}
+
 /// What one measured pass of a worker cost and took.
 struct Pass {
     jobs: i64,
@@ -456,6 +565,9 @@ struct Pass {
     idle_rate: f64,
     /// Worker statements between the last completion and its exit.
     tail: i64,
+    /// The worker's own timing of its jobs and Google calls in the pass.
+    timings: Timings,
+    cpu: CpuUse,
 }
 
 impl Pass {
@@ -508,10 +620,14 @@ async fn measure(
     let c0 = cluster::commits(&mut admin, &site.db).await;
     cluster::reset_statements(&mut admin).await;
 
+    let timings_before = worker.timings(kind).await;
+    let cpu_before = cpu_mark(cluster, worker.pid());
     let t0 = Instant::now();
     site.one_statement(trigger).await;
     worker.wait_jobs(kind, done_before + jobs as u64).await;
     let wall = t0.elapsed();
+    let cpu = cpu_since(cluster, worker.pid(), &cpu_before);
+    let timings = worker.timings(kind).await.minus(timings_before);
     let statements = cluster::statements(&mut admin, WORKER_ROLE, &site.db).await;
     let log = worker.stop().await;
     let to_exit = cluster::statements(&mut admin, WORKER_ROLE, &site.db).await;
@@ -532,6 +648,8 @@ async fn measure(
         idle_rate,
         tail: to_exit.total() - statements.total(),
         statements,
+        timings,
+        cpu,
     }
 }
 
@@ -655,6 +773,15 @@ async fn raw_push(site: &Site, round: usize, latency_ms: u64) -> (f64, usize) {
     (made as f64 / started.elapsed().as_secs_f64(), made)
 }
 
+/// `FLEET_ROUNDS` (default 3): fewer for a quick check of the bench itself.
+fn rounds_wanted() -> usize {
+    std::env::var("FLEET_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(ROUNDS)
+        .max(1)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -668,6 +795,35 @@ fn load_average() -> String {
 
 fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
+}
+
+/// Where a pass's time went: the worker's own timing of its jobs and Google
+/// calls, slots in use (Little's law: rate × mean job time), and CPU.
+fn time_table(rows: &[(String, &Pass, usize)]) {
+    println!();
+    println!("| pass | jobs/s | mean job run (worker's histogram) | mean Google call (worker's) | job run − Google call | slots busy (rate × job run) / slots | CPU: worker / PostgreSQL / emulator+bench, of the wall time | machine busy (all processes) |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (name, pass, slots) in rows {
+        let t = &pass.timings;
+        let wall = pass.wall.as_secs_f64();
+        println!(
+            "| {name} | {:.1} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} / {slots} | {:.0}% / {:.0}% / {:.0}% | {:.0}% |",
+            pass.rate(),
+            t.mean_job() * 1e3,
+            t.mean_google() * 1e3,
+            (t.mean_job() - t.mean_google()) * 1e3,
+            pass.rate() * t.mean_job(),
+            100.0 * pass.cpu.worker / wall,
+            100.0 * pass.cpu.postgres / wall,
+            100.0 * pass.cpu.bench / wall,
+            100.0 * pass.cpu.machine_busy,
+        );
+    }
+    println!();
+    println!(
+        "CPU percentages are of one core (the machine has {}); machine busy is of all cores.",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
 }
 
 /// The statements of a pass, most called first, per job.
@@ -735,7 +891,7 @@ async fn main() {
     }
 
     let mut rounds = Vec::new();
-    for r in 0..ROUNDS {
+    for r in 0..rounds_wanted() {
         let mut pulls = Vec::new();
         for c in PULL_CONCURRENCY {
             pulls.push(pull_pass(&cluster, &pull_site, c).await);
@@ -865,17 +1021,36 @@ async fn main() {
             .join(", ")
     );
 
+    let mut rows = Vec::new();
+    for (i, r) in rounds.iter().enumerate() {
+        for (pass, c) in r.pulls.iter().zip(PULL_CONCURRENCY) {
+            rows.push((format!("round {}: pulls at {c}", i + 1), pass, c));
+        }
+        for ((pass, _), l) in r.pushes.iter().zip(PUSH_LATENCIES_MS) {
+            rows.push((
+                format!("round {}: push at {l} ms", i + 1),
+                pass,
+                PUSH_CONCURRENCY,
+            ));
+        }
+    }
+    println!();
+    println!("### Where the time goes");
+    time_table(&rows);
+
     let last = rounds.last().unwrap();
     breakdown(
         &format!(
-            "Round {ROUNDS}, pulls at concurrency {}",
+            "Round {}, pulls at concurrency {}",
+            rounds.len(),
             PULL_CONCURRENCY[1]
         ),
         &last.pulls[1],
     );
     breakdown(
         &format!(
-            "Round {ROUNDS}, push at {} ms latency",
+            "Round {}, push at {} ms latency",
+            rounds.len(),
             PUSH_LATENCIES_MS[0]
         ),
         &last.pushes[0].0,

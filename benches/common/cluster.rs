@@ -169,6 +169,31 @@ impl Cluster {
         self.dir.path().join("data")
     }
 
+    /// The postmaster's process id (first line of `postmaster.pid`).
+    pub fn postmaster_pid(&self) -> u32 {
+        std::fs::read_to_string(self.data().join("postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next().and_then(|l| l.trim().parse().ok()))
+            .expect("postmaster.pid names the server's process")
+    }
+
+    /// CPU seconds the server has used so far: the postmaster and its live
+    /// children (backends, background processes), plus the children it has
+    /// reaped.
+    pub fn cpu_seconds(&self) -> f64 {
+        let postmaster = self.postmaster_pid();
+        let mut total = 0.0;
+        if let Some(stat) = super::cpu::stat(postmaster) {
+            total += stat.own + stat.children;
+        }
+        for pid in super::cpu::children_of(postmaster) {
+            if let Some(stat) = super::cpu::stat(pid) {
+                total += stat.own;
+            }
+        }
+        total
+    }
+
     /// The bench's own URL (`postgres`) of `database`.
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
