@@ -691,8 +691,9 @@ async fn push_pass(cluster: &Cluster, site: &Site, round: usize) -> Pass {
                 date_trunc('day', now()) + interval '{day} days' + k * interval '1 hour'
                     + interval '30 minutes',
                 'Europe/Berlin', 'Europe/Berlin'
-           FROM generate_series({PUSH_USER0}::BIGINT, {}::BIGINT) u,
-                generate_series(1, {PUSHES_PER_CONNECTION}) k",
+           FROM generate_series(1, {PUSHES_PER_CONNECTION}) k,
+                generate_series({PUSH_USER0}::BIGINT, {}::BIGINT) u
+          ORDER BY k, u",
         PUSH_USER0 + PUSH_CONNECTIONS - 1
     );
     measure(
@@ -801,17 +802,18 @@ fn secs(d: Duration) -> String {
 /// calls, slots in use (Little's law: rate × mean job time), and CPU.
 fn time_table(rows: &[(String, &Pass, usize)]) {
     println!();
-    println!("| pass | jobs/s | mean job run (worker's histogram) | mean Google call (worker's) | job run − Google call | slots busy (rate × job run) / slots | CPU: worker / PostgreSQL / emulator+bench, of the wall time | machine busy (all processes) |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| pass | jobs/s | mean job run (worker's histogram) | mean Google call (worker's) | job run − Google call | statements' server time per job | slots busy (rate × job run) / slots | CPU: worker / PostgreSQL / emulator+bench, of the wall time | machine busy (all processes) |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (name, pass, slots) in rows {
         let t = &pass.timings;
         let wall = pass.wall.as_secs_f64();
         println!(
-            "| {name} | {:.1} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} / {slots} | {:.0}% / {:.0}% / {:.0}% | {:.0}% |",
+            "| {name} | {:.1} | {:.1} ms | {:.1} ms | {:.1} ms | {:.2} ms | {:.1} / {slots} | {:.0}% / {:.0}% / {:.0}% | {:.0}% |",
             pass.rate(),
             t.mean_job() * 1e3,
             t.mean_google() * 1e3,
             (t.mean_job() - t.mean_google()) * 1e3,
+            pass.statements.total_exec_ms() / pass.jobs as f64,
             pass.rate() * t.mean_job(),
             100.0 * pass.cpu.worker / wall,
             100.0 * pass.cpu.postgres / wall,
@@ -836,16 +838,18 @@ fn breakdown(title: &str, pass: &Pass) {
         pass.heartbeats.0
     );
     println!();
-    println!("| calls | per job | statement (pg_stat_statements, normalised, first 110 chars) |");
-    println!("|---|---|---|");
+    println!("| calls | per job | server time per call | statement (pg_stat_statements, normalised, first 110 chars) |");
+    println!("|---|---|---|---|");
     for (query, calls) in pass.statements.by_calls() {
         if query.contains("plansync.workers") {
             continue;
         }
         let short: String = query.chars().take(110).collect();
+        let ms = pass.statements.exec_ms.get(query).copied().unwrap_or(0.0);
         println!(
-            "| {calls} | {:.3} | `{}` |",
+            "| {calls} | {:.3} | {:.3} ms | `{}` |",
             calls as f64 / pass.jobs as f64,
+            ms / calls.max(1) as f64,
             short.replace('|', "\\|").replace('`', "'")
         );
     }
@@ -890,6 +894,37 @@ async fn main() {
         push_sites.push(site);
     }
 
+    if std::env::var("FLEET_ONLY").as_deref() == Ok("pull") {
+        // An investigation: the pulls only, one line per round.
+        for r in 0..rounds_wanted() {
+            let passes = [
+                pull_pass(&cluster, &pull_site, PULL_CONCURRENCY[0]).await,
+                pull_pass(&cluster, &pull_site, PULL_CONCURRENCY[1]).await,
+            ];
+            println!(
+                "round {}: pulls/s {:.1} at 16, {:.1} at 128 ({:.2}x); statements per pull {:.2} / {:.2}; load {}",
+                r + 1,
+                passes[0].rate(),
+                passes[1].rate(),
+                passes[1].rate() / passes[0].rate(),
+                passes[0].per_job_statements(),
+                passes[1].per_job_statements(),
+                load_average()
+            );
+            let rows: Vec<(String, &Pass, usize)> = passes
+                .iter()
+                .zip(PULL_CONCURRENCY)
+                .map(|(p, c)| (format!("round {}: pulls at {c}", r + 1), p, c))
+                .collect();
+            time_table(&rows);
+        }
+        pull_site.finish(&cluster).await;
+        for site in push_sites {
+            site.finish(&cluster).await;
+        }
+        cluster.stop().await;
+        return;
+    }
     let mut rounds = Vec::new();
     for r in 0..rounds_wanted() {
         let mut pulls = Vec::new();

@@ -29,11 +29,18 @@ pub struct Cluster {
 #[derive(Debug, Clone, Default)]
 pub struct Statements {
     pub calls: BTreeMap<String, i64>,
+    /// Server time spent executing each (ms, `total_exec_time`).
+    pub exec_ms: BTreeMap<String, f64>,
 }
 
 impl Statements {
     pub fn total(&self) -> i64 {
         self.calls.values().sum()
+    }
+
+    /// Server execution time of all of them (ms).
+    pub fn total_exec_ms(&self) -> f64 {
+        self.exec_ms.values().sum()
     }
 
     /// Calls of the statements whose text contains `needle`.
@@ -300,8 +307,8 @@ pub async fn reset_statements(admin: &mut PgConnection) {
 /// The statements `role` ran in `database` since the last reset (top-level
 /// statements: one per round trip; a trigger's statements are not counted).
 pub async fn statements(admin: &mut PgConnection, role: &str, database: &str) -> Statements {
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT s.query, s.calls FROM pg_stat_statements s \
+    let rows: Vec<(String, i64, f64)> = sqlx::query_as(
+        "SELECT s.query, s.calls, s.total_exec_time FROM pg_stat_statements s \
            JOIN pg_roles r ON r.oid = s.userid \
            JOIN pg_database d ON d.oid = s.dbid \
           WHERE r.rolname = $1 AND d.datname = $2",
@@ -312,11 +319,13 @@ pub async fn statements(admin: &mut PgConnection, role: &str, database: &str) ->
     .await
     .unwrap();
     let mut calls = BTreeMap::new();
-    for (query, n) in rows {
+    let mut exec_ms = BTreeMap::new();
+    for (query, n, ms) in rows {
         let text = query.split_whitespace().collect::<Vec<_>>().join(" ");
-        *calls.entry(text).or_insert(0) += n;
+        *calls.entry(text.clone()).or_insert(0) += n;
+        *exec_ms.entry(text).or_insert(0.0) += ms;
     }
-    Statements { calls }
+    Statements { calls, exec_ms }
 }
 
 /// `pg_stat_database.xact_commit` of `database` (flushed by each backend at
