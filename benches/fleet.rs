@@ -161,8 +161,9 @@ impl Site {
             // flight, 200 ms each: 38,400/min).
             ("PLANSYNC_GOOGLE_QPM", "1000000".into()),
             ("PLANSYNC_GOOGLE_USER_QPM", "60000".into()),
-            // No scheduled polls during the bench: the pulls are the bench's.
-            ("PLANSYNC_POLL_INTERVAL_SECS", "86400".into()),
+            // Scheduled polls as rare as allowed (a week; a connection whose
+            // slot ends during the bench still gets one, counted as a job).
+            ("PLANSYNC_POLL_INTERVAL_SECS", "604800".into()),
             ("PLANSYNC_HTTP_ADDR", "127.0.0.1:0".into()),
             ("PLANSYNC_LOG_FORMAT", "json".into()),
             ("RUST_LOG", "info".into()),
@@ -636,11 +637,16 @@ async fn measure(
     admin.close().await.unwrap();
 
     let (ok, other, span) = site.job_span(after, kind).await;
-    assert_eq!(ok, jobs, "every {} job succeeded: {log:?}", kind.as_str());
+    // A scheduled poll may join the pulls (its slot ended): it is counted.
+    assert!(
+        ok >= jobs && ok <= jobs + jobs / 50,
+        "{ok} {} jobs succeeded, {jobs} expected: {log:?}",
+        kind.as_str()
+    );
     assert_eq!(other, 0, "no {} job failed: {log:?}", kind.as_str());
     let hb = heartbeats(&to_exit);
     Pass {
-        jobs,
+        jobs: ok,
         span,
         wall,
         heartbeats: heartbeats(&statements),
