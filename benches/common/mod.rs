@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
+pub mod cpu;
+
 use std::time::Duration;
 
 use plansync::config::{DatabaseSettings, Env};
